@@ -1,0 +1,17 @@
+# Sourced by every script: where the cache lives and how cargo finds libtorch. Safe to source twice.
+# shellcheck shell=bash
+export FIREWEAVE_CACHE="${FIREWEAVE_CACHE:-$HOME/.cache/fireweave-ai}"
+export FIREWEAVE_VENV="$FIREWEAVE_CACHE/venv"
+export FIREWEAVE_FIXTURES="${FIREWEAVE_FIXTURES:-$FIREWEAVE_CACHE/fixtures}"
+# One target dir for every clone on this machine: llama.cpp and the libtorch bindings build once.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$FIREWEAVE_CACHE/target}"
+export PATH="$FIREWEAVE_VENV/bin:$PATH"
+if [[ -z "${LIBTORCH:-}" && -x "$FIREWEAVE_VENV/bin/python" ]]; then
+  _torch_dir="$(ls -d "$FIREWEAVE_VENV"/lib/python3*/site-packages/torch 2>/dev/null | head -n 1)"
+  [[ -n "$_torch_dir" ]] && export LIBTORCH="$_torch_dir"
+  unset _torch_dir
+fi
+# build.rs bakes this directory into the binary's rpath; the variable covers test binaries of other crates too.
+if [[ -n "${LIBTORCH:-}" ]]; then
+  export LD_LIBRARY_PATH="$LIBTORCH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
