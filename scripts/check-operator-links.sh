@@ -5,10 +5,15 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/env.sh
 source scripts/env.sh
-# A separate target dir keeps this binary from replacing the full-featured one the tests run.
-target="$CARGO_TARGET_DIR/operator"
-CARGO_TARGET_DIR="$target" cargo build --locked --no-default-features --bin fireweave-ai
-bin="$target/debug/fireweave-ai"
+# Cargo reports the exact executable it produced; a later full-featured build replaces the uplifted copy,
+# so the path is read from this build's own messages rather than assumed.
+bin="$(cargo build --locked --no-default-features --bin fireweave-ai --message-format=json-render-diagnostics |
+  python3 -c 'import json,sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable"):
+        print(m["executable"])')"
+[[ -x "$bin" ]] || { echo "error: no executable reported by cargo" >&2; exit 1; }
 libs="$(ldd "$bin")"
 if grep -Ei 'torch|c10|llama|ggml' <<<"$libs"; then
   echo "error: $bin links a heavy library (above); the operator build must not" >&2
