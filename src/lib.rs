@@ -3,6 +3,7 @@
 
 pub mod chat;
 pub mod doctor;
+pub mod gguf;
 pub mod hf;
 pub mod telemetry;
 #[cfg(feature = "train")]

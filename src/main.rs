@@ -17,6 +17,10 @@ struct Cli {
 enum Command {
     /// Report what this build can do here: features, libtorch and CUDA, llama.cpp backends.
     Doctor,
+    /// Convert a Hugging Face checkpoint to GGUF files (F16, BF16, Q8_0, Q4_K_M, Q5_K_M) in one pass.
+    Quantize(fireweave_ai::gguf::cli::QuantizeArgs),
+    /// Work with GGUF files.
+    Gguf(fireweave_ai::gguf::cli::GgufArgs),
 }
 
 fn main() -> Result<()> {
@@ -24,5 +28,7 @@ fn main() -> Result<()> {
     fireweave_ai::telemetry::init(cli.log_json);
     match cli.command {
         Command::Doctor => fireweave_ai::doctor::run(),
+        Command::Quantize(a) => fireweave_ai::gguf::cli::quantize(a),
+        Command::Gguf(a) => fireweave_ai::gguf::cli::gguf(a),
     }
 }
