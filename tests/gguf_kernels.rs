@@ -13,7 +13,9 @@ fn noise(n: usize, seed: u64, scale: f32) -> Vec<f32> {
         s ^= s << 17;
         (s >> 40) as f32 / (1u64 << 24) as f32
     };
-    (0..n).map(|_| ((next() + next() + next() + next()) - 2.0) * scale).collect()
+    (0..n)
+        .map(|_| ((next() + next() + next() + next()) - 2.0) * scale)
+        .collect()
 }
 
 /// Rows of 512 values, each row a different hard case.
@@ -29,9 +31,20 @@ fn awkward_rows() -> Vec<(&'static str, Vec<f32>)> {
         ("tiny", noise(n, 4, 1e-30)),
         ("f16 subnormal range", noise(n, 5, 1e-6)),
         ("positive only", noise(n, 6, 1.0).into_iter().map(f32::abs).collect()),
-        ("negative only", noise(n, 7, 1.0).into_iter().map(|v| -v.abs()).collect()),
-        ("half steps (rounding ties)", (0..n).map(|i| (i as f32 - 256.0) * 0.5).collect()),
-        ("spike", (0..n).map(|i| if i == 77 { 1000.0 } else { 0.001 * (i % 7) as f32 }).collect()),
+        (
+            "negative only",
+            noise(n, 7, 1.0).into_iter().map(|v| -v.abs()).collect(),
+        ),
+        (
+            "half steps (rounding ties)",
+            (0..n).map(|i| (i as f32 - 256.0) * 0.5).collect(),
+        ),
+        (
+            "spike",
+            (0..n)
+                .map(|i| if i == 77 { 1000.0 } else { 0.001 * (i % 7) as f32 })
+                .collect(),
+        ),
     ];
     // Sub-blocks of zeros inside otherwise normal data: d == 0 for those sub-blocks only.
     let mut holes = noise(n, 8, 1.0);
@@ -99,7 +112,12 @@ fn kernels_match_llama_cpp_on_awkward_rows() {
             let want = ggml_bytes(t, &row, row.len());
             let got = ours(t, &row, row.len());
             if let Some(i) = want.iter().zip(&got).position(|(a, b)| a != b) {
-                panic!("{t} on {case:?}: first differing byte {i} of {} (ggml {} vs ours {})", want.len(), want[i], got[i]);
+                panic!(
+                    "{t} on {case:?}: first differing byte {i} of {} (ggml {} vs ours {})",
+                    want.len(),
+                    want[i],
+                    got[i]
+                );
             }
         }
     }
@@ -110,7 +128,10 @@ fn kernels_match_llama_cpp_on_a_weight_like_matrix() {
     let (rows, n) = (64, 1024);
     let x = noise(rows * n, 42, 0.05);
     for t in WRITTEN {
-        assert!(ggml_bytes(t, &x, n) == ours(t, &x, n), "{t}: bytes differ on a 64x1024 random matrix");
+        assert!(
+            ggml_bytes(t, &x, n) == ours(t, &x, n),
+            "{t}: bytes differ on a 64x1024 random matrix"
+        );
     }
 }
 

@@ -47,18 +47,37 @@ struct Reference {
 
 fn reference(fx: &Path, name: &str) -> Reference {
     let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(fx.join(format!("reference/{name}.json"))).expect("reference json")).expect("json");
+        serde_json::from_slice(&std::fs::read(fx.join(format!("reference/{name}.json"))).expect("reference json"))
+            .expect("json");
     let cases = json["cases"].as_array().expect("cases");
     let input_ids = cases
         .iter()
-        .map(|c| c["input_ids"].as_array().expect("ids").iter().map(|v| v.as_i64().expect("id") as i32).collect())
+        .map(|c| {
+            c["input_ids"]
+                .as_array()
+                .expect("ids")
+                .iter()
+                .map(|v| v.as_i64().expect("id") as i32)
+                .collect()
+        })
         .collect();
-    let greedy_next = cases.iter().map(|c| c["greedy_next"].as_i64().expect("greedy_next") as i32).collect();
+    let greedy_next = cases
+        .iter()
+        .map(|c| c["greedy_next"].as_i64().expect("greedy_next") as i32)
+        .collect();
     let bytes = std::fs::read(fx.join(format!("reference/{name}.safetensors"))).expect("reference safetensors");
     let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
     let t = st.tensor("logits").expect("logits");
-    let logits = t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-    Reference { input_ids, greedy_next, logits }
+    let logits = t
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    Reference {
+        input_ids,
+        greedy_next,
+        logits,
+    }
 }
 
 /// Logits of every position of `ids` from llama.cpp on `path`.
@@ -114,7 +133,10 @@ fn llama_quantize(input: &Path, output: &Path, mix: Mix) {
 
 /// Same tensor names, types, shapes and data bytes.
 fn assert_same_tensors(ours: &Path, theirs: &Path) {
-    let (a, b) = (MappedGguf::open(ours).expect("ours"), MappedGguf::open(theirs).expect("theirs"));
+    let (a, b) = (
+        MappedGguf::open(ours).expect("ours"),
+        MappedGguf::open(theirs).expect("theirs"),
+    );
     let (a, b) = (a.parse().expect("parse ours"), b.parse().expect("parse theirs"));
     let mut names_a: Vec<_> = a.tensors.iter().map(|t| t.name.clone()).collect();
     let mut names_b: Vec<_> = b.tensors.iter().map(|t| t.name.clone()).collect();
@@ -123,8 +145,20 @@ fn assert_same_tensors(ours: &Path, theirs: &Path) {
     assert_eq!(names_a, names_b, "{}: tensor names differ", ours.display());
     for ta in &a.tensors {
         let tb = b.tensor(&ta.name).expect("same names");
-        assert_eq!((ta.ggml_type, &ta.dims), (tb.ggml_type, &tb.dims), "{}: {} type/shape", ours.display(), ta.name);
-        assert!(a.tensor_data(ta) == b.tensor_data(tb), "{}: {} ({}) data bytes differ", ours.display(), ta.name, ta.ggml_type);
+        assert_eq!(
+            (ta.ggml_type, &ta.dims),
+            (tb.ggml_type, &tb.dims),
+            "{}: {} type/shape",
+            ours.display(),
+            ta.name
+        );
+        assert!(
+            a.tensor_data(ta) == b.tensor_data(tb),
+            "{}: {} ({}) data bytes differ",
+            ours.display(),
+            ta.name,
+            ta.ggml_type
+        );
     }
 }
 
@@ -146,8 +180,16 @@ fn json_of(v: &Value) -> serde_json::Value {
 /// PyPI gguf sees the same keys, values and tensors as our reader.
 fn assert_pypi_gguf_agrees(path: &Path) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/gguf_pyread.py");
-    let out = std::process::Command::new("python3").arg(&script).arg(path).output().expect("python3 on PATH (scripts/env.sh)");
-    assert!(out.status.success(), "gguf_pyread.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(path)
+        .output()
+        .expect("python3 on PATH (scripts/env.sh)");
+    assert!(
+        out.status.success(),
+        "gguf_pyread.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let py: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json from python");
     let m = MappedGguf::open(path).expect("open");
     let g = m.parse().expect("parse");
@@ -161,24 +203,52 @@ fn assert_pypi_gguf_agrees(path: &Path) {
                 let (a, b) = (a.as_f64().expect("num"), b.as_f64().expect("num"));
                 assert!((a - b).abs() <= 1e-6 * a.abs().max(1.0), "{k}: {a} vs {b}");
             }
-            _ => assert!(ours == *theirs, "{k}: ours {} vs gguf-py {}", ours.to_string().chars().take(200).collect::<String>(), theirs.to_string().chars().take(200).collect::<String>()),
+            _ => assert!(
+                ours == *theirs,
+                "{k}: ours {} vs gguf-py {}",
+                ours.to_string().chars().take(200).collect::<String>(),
+                theirs.to_string().chars().take(200).collect::<String>()
+            ),
         }
     }
     let tensors = py["tensors"].as_array().expect("tensors");
     assert_eq!(tensors.len(), g.tensors.len());
     for (t, p) in g.tensors.iter().zip(tensors) {
         assert_eq!(p["name"].as_str(), Some(t.name.as_str()));
-        assert_eq!(p["type"].as_str().map(|s| s.replace('_', "")), Some(t.ggml_type.name().replace('_', "")), "{}", t.name);
-        let dims: Vec<u64> = p["dims"].as_array().expect("dims").iter().map(|d| d.as_u64().expect("dim")).collect();
+        assert_eq!(
+            p["type"].as_str().map(|s| s.replace('_', "")),
+            Some(t.ggml_type.name().replace('_', "")),
+            "{}",
+            t.name
+        );
+        let dims: Vec<u64> = p["dims"]
+            .as_array()
+            .expect("dims")
+            .iter()
+            .map(|d| d.as_u64().expect("dim"))
+            .collect();
         assert_eq!(dims, t.dims, "{}", t.name);
         let v = g.dequantize(t);
         let sum: f64 = v.iter().map(|x| f64::from(*x)).sum();
         let abs: f64 = v.iter().map(|x| f64::from(x.abs())).sum();
         let (ps, pa) = (p["sum"].as_f64().expect("sum"), p["abs_sum"].as_f64().expect("abs"));
-        assert!((sum - ps).abs() <= 1e-6 * pa.max(1.0) && (abs - pa).abs() <= 1e-6 * pa.max(1.0), "{}: sums differ", t.name);
-        let head: Vec<f64> = p["head"].as_array().expect("head").iter().map(|x| x.as_f64().expect("f")).collect();
+        assert!(
+            (sum - ps).abs() <= 1e-6 * pa.max(1.0) && (abs - pa).abs() <= 1e-6 * pa.max(1.0),
+            "{}: sums differ",
+            t.name
+        );
+        let head: Vec<f64> = p["head"]
+            .as_array()
+            .expect("head")
+            .iter()
+            .map(|x| x.as_f64().expect("f"))
+            .collect();
         for (a, b) in v.iter().zip(&head) {
-            assert!((f64::from(*a) - b).abs() <= 1e-6 * b.abs().max(1e-30), "{}: {a} vs {b}", t.name);
+            assert!(
+                (f64::from(*a) - b).abs() <= 1e-6 * b.abs().max(1e-30),
+                "{}: {a} vs {b}",
+                t.name
+            );
         }
     }
 }
@@ -188,8 +258,13 @@ fn run_model(name: &str, min_cosine: &[(Mix, f64)]) {
     let dir = tempfile::tempdir().expect("tempdir");
     let ckpt = Checkpoint::open(&fx.join(name)).expect("checkpoint");
     let mixes = [Mix::F32, Mix::Q8_0, Mix::Q4KM, Mix::Q5KM];
-    let requests: Vec<Request> =
-        mixes.iter().map(|&mix| Request { mix, path: dir.path().join(format!("{name}-{mix}.gguf")) }).collect();
+    let requests: Vec<Request> = mixes
+        .iter()
+        .map(|&mix| Request {
+            mix,
+            path: dir.path().join(format!("{name}-{mix}.gguf")),
+        })
+        .collect();
     let out: Vec<OutputSummary> = convert(&ckpt, name, &requests, &|_| {}).expect("convert");
     let f32_path = &out[0].path;
 
@@ -208,14 +283,26 @@ fn run_model(name: &str, min_cosine: &[(Mix, f64)]) {
         assert_eq!(logits.len(), r.logits.len(), "{mix}: logits shape");
         let cos = cosine(&logits, &r.logits);
         let last = &logits[logits.len() - vocab..];
-        let max_diff = logits.iter().zip(&r.logits).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-        eprintln!("{name} {mix}: logits cosine {cos:.6}, max |diff| {max_diff:.4}, greedy {} (reference {})", argmax(last), r.greedy_next[0]);
+        let max_diff = logits
+            .iter()
+            .zip(&r.logits)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        eprintln!(
+            "{name} {mix}: logits cosine {cos:.6}, max |diff| {max_diff:.4}, greedy {} (reference {})",
+            argmax(last),
+            r.greedy_next[0]
+        );
         let want = min_cosine.iter().find(|(m, _)| *m == mix).map_or(0.9999, |(_, c)| *c);
         assert!(cos >= want, "{name} {mix}: logits cosine {cos} below {want}");
         if matches!(mix, Mix::F32 | Mix::Q8_0) {
             for (ids, next) in r.input_ids.iter().zip(&r.greedy_next) {
                 let (l, v) = llama_logits(&s.path, ids);
-                assert_eq!(argmax(&l[l.len() - v..]) as i32, *next, "{name} {mix}: greedy next token");
+                assert_eq!(
+                    argmax(&l[l.len() - v..]) as i32,
+                    *next,
+                    "{name} {mix}: greedy next token"
+                );
             }
         }
     }
@@ -223,10 +310,26 @@ fn run_model(name: &str, min_cosine: &[(Mix, f64)]) {
 
 #[test]
 fn tiny_llama31_matches_llama_cpp_and_transformers() {
-    run_model("tiny-llama31", &[(Mix::F32, 0.9999), (Mix::Q8_0, 0.999), (Mix::Q5KM, 0.99), (Mix::Q4KM, 0.98)]);
+    run_model(
+        "tiny-llama31",
+        &[
+            (Mix::F32, 0.9999),
+            (Mix::Q8_0, 0.999),
+            (Mix::Q5KM, 0.99),
+            (Mix::Q4KM, 0.98),
+        ],
+    );
 }
 
 #[test]
 fn smollm2_matches_llama_cpp_and_transformers() {
-    run_model("smollm2-135m", &[(Mix::F32, 0.9999), (Mix::Q8_0, 0.999), (Mix::Q5KM, 0.99), (Mix::Q4KM, 0.98)]);
+    run_model(
+        "smollm2-135m",
+        &[
+            (Mix::F32, 0.9999),
+            (Mix::Q8_0, 0.999),
+            (Mix::Q5KM, 0.99),
+            (Mix::Q4KM, 0.98),
+        ],
+    );
 }

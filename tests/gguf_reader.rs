@@ -8,12 +8,25 @@ fn sample() -> Vec<u8> {
     let kv = vec![
         ("general.architecture".to_owned(), Value::String("llama".into())),
         ("x.count".to_owned(), Value::U32(7)),
-        ("x.list".to_owned(), Value::Array(Array::String(vec!["a".into(), "b c".into()]))),
+        (
+            "x.list".to_owned(),
+            Value::Array(Array::String(vec!["a".into(), "b c".into()])),
+        ),
         ("x.f".to_owned(), Value::Array(Array::F32(vec![1.5, -2.0]))),
     ];
     let mut tensors = vec![
-        TensorInfo { name: "a".into(), dims: vec![64, 2], ggml_type: GgmlType::Q8_0, offset: 0 },
-        TensorInfo { name: "b".into(), dims: vec![3], ggml_type: GgmlType::F32, offset: 0 },
+        TensorInfo {
+            name: "a".into(),
+            dims: vec![64, 2],
+            ggml_type: GgmlType::Q8_0,
+            offset: 0,
+        },
+        TensorInfo {
+            name: "b".into(),
+            dims: vec![3],
+            ggml_type: GgmlType::F32,
+            offset: 0,
+        },
     ];
     let mut out = encode_header(&kv, &mut tensors);
     let mut q = vec![0u8; 4 * 34];
@@ -35,7 +48,10 @@ fn err(bytes: &[u8]) -> String {
 /// Byte position of the `n`th tensor info's fields, found by parsing the good file.
 fn tensor_info_pos(bytes: &[u8], name: &str) -> usize {
     let needle = [&(name.len() as u64).to_le_bytes()[..], name.as_bytes()].concat();
-    let at = bytes.windows(needle.len()).rposition(|w| w == needle.as_slice()).expect("tensor name in header");
+    let at = bytes
+        .windows(needle.len())
+        .rposition(|w| w == needle.as_slice())
+        .expect("tensor name in header");
     at + needle.len()
 }
 
@@ -44,7 +60,10 @@ fn round_trip_values_and_data() {
     let bytes = sample();
     let g = Gguf::parse(&bytes).expect("our own file parses");
     assert_eq!(g.get("x.count"), Some(&Value::U32(7)));
-    assert_eq!(g.get("x.list"), Some(&Value::Array(Array::String(vec!["a".into(), "b c".into()]))));
+    assert_eq!(
+        g.get("x.list"),
+        Some(&Value::Array(Array::String(vec!["a".into(), "b c".into()])))
+    );
     let b = g.tensor("b").expect("tensor b");
     assert_eq!(g.dequantize(b), vec![1.0, 2.0, 3.0]);
     let a = g.dequantize(g.tensor("a").expect("tensor a"));
@@ -149,7 +168,12 @@ fn garbage_never_panics() {
 fn writer_renames_into_place_and_hashes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("m.gguf");
-    let mut tensors = vec![TensorInfo { name: "t".into(), dims: vec![4], ggml_type: GgmlType::F32, offset: 0 }];
+    let mut tensors = vec![TensorInfo {
+        name: "t".into(),
+        dims: vec![4],
+        ggml_type: GgmlType::F32,
+        offset: 0,
+    }];
     let header = encode_header(&[], &mut tensors);
     let mut w = Writer::create(&path, &header).expect("create");
     assert!(!path.exists(), "the final name appears only after finish");

@@ -60,8 +60,16 @@ pub fn run(values: usize, reps: usize) -> String {
     let row = 4096;
     let x = data(values.div_ceil(row) * row);
     let mut s = String::new();
-    let _ = writeln!(s, "kernel throughput, one thread, {} values (rows of {row}), best of {reps}", x.len());
-    let _ = writeln!(s, "{:<6} {:>14} {:>16} {:>10}", "type", "ours Mval/s", "llama.cpp Mval/s", "bytes");
+    let _ = writeln!(
+        s,
+        "kernel throughput, one thread, {} values (rows of {row}), best of {reps}",
+        x.len()
+    );
+    let _ = writeln!(
+        s,
+        "{:<6} {:>14} {:>16} {:>10}",
+        "type", "ours Mval/s", "llama.cpp Mval/s", "bytes"
+    );
     for t in TYPES {
         let row_bytes = t.row_bytes(row as u64).unwrap_or(0) as usize;
         let mut ours = vec![0u8; row_bytes * (x.len() / row)];

@@ -37,7 +37,10 @@ pub struct QuantizeArgs {
 
 fn parse_mix(s: &str) -> Result<Mix, String> {
     Mix::parse(s).ok_or_else(|| {
-        format!("unknown type {s:?}; expected one of {}", Mix::ALL.map(|m| m.name()).join(", "))
+        format!(
+            "unknown type {s:?}; expected one of {}",
+            Mix::ALL.map(|m| m.name()).join(", ")
+        )
     })
 }
 
@@ -76,18 +79,34 @@ struct Job {
 
 /// The quantize step of a TrainingRun: where its merged model is and what to produce.
 fn job_from_spec(spec_path: &Path, artifacts: &Path) -> Result<Job, GgufError> {
-    let bad = |message: String| GgufError::Spec { path: spec_path.to_owned(), message };
-    let text = std::fs::read_to_string(spec_path).map_err(|source| GgufError::Io { path: spec_path.to_owned(), source })?;
+    let bad = |message: String| GgufError::Spec {
+        path: spec_path.to_owned(),
+        message,
+    };
+    let text = std::fs::read_to_string(spec_path).map_err(|source| GgufError::Io {
+        path: spec_path.to_owned(),
+        source,
+    })?;
     let cr: serde_json::Value = serde_yaml::from_str(&text).map_err(|e| bad(format!("not JSON or YAML: {e}")))?;
-    let name = cr.pointer("/metadata/name").and_then(|v| v.as_str()).ok_or_else(|| bad("metadata.name missing".into()))?;
-    let ns = cr.pointer("/metadata/namespace").and_then(|v| v.as_str()).unwrap_or("default");
+    let name = cr
+        .pointer("/metadata/name")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| bad("metadata.name missing".into()))?;
+    let ns = cr
+        .pointer("/metadata/namespace")
+        .and_then(|v| v.as_str())
+        .unwrap_or("default");
     let types = match cr.pointer("/spec/export/gguf") {
         None => vec![Mix::Q4KM, Mix::Q5KM, Mix::Q8_0],
         Some(v) => v
             .as_array()
             .ok_or_else(|| bad("spec.export.gguf must be a list".into()))?
             .iter()
-            .map(|t| t.as_str().and_then(Mix::parse).ok_or_else(|| bad(format!("spec.export.gguf: unsupported type {t}"))))
+            .map(|t| {
+                t.as_str()
+                    .and_then(Mix::parse)
+                    .ok_or_else(|| bad(format!("spec.export.gguf: unsupported type {t}")))
+            })
             .collect::<Result<_, _>>()?,
     };
     let run = PathBuf::from("runs").join(ns).join(name);
@@ -107,7 +126,10 @@ pub fn quantize(args: QuantizeArgs) -> anyhow::Result<()> {
     let job = match &args.spec {
         Some(spec) => job_from_spec(spec, &args.artifacts)?,
         None => {
-            let model = args.model.clone().ok_or_else(|| anyhow::anyhow!("--model is required without --spec"))?;
+            let model = args
+                .model
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("--model is required without --spec"))?;
             let name = match &args.name {
                 Some(n) => n.clone(),
                 None => model
@@ -119,17 +141,29 @@ pub fn quantize(args: QuantizeArgs) -> anyhow::Result<()> {
             if args.types.is_empty() {
                 anyhow::bail!("give at least one --type (F32, F16, BF16, Q8_0, Q4_K_M, Q5_K_M)");
             }
-            Job { model, name, out_dir: args.out_dir.clone(), types: args.types.clone(), uri_base: None }
+            Job {
+                model,
+                name,
+                out_dir: args.out_dir.clone(),
+                types: args.types.clone(),
+                uri_base: None,
+            }
         }
     };
     let mut types = job.types.clone();
     types.dedup();
-    std::fs::create_dir_all(&job.out_dir).map_err(|source| GgufError::Io { path: job.out_dir.clone(), source })?;
+    std::fs::create_dir_all(&job.out_dir).map_err(|source| GgufError::Io {
+        path: job.out_dir.clone(),
+        source,
+    })?;
     let start = Instant::now();
     let ckpt = Checkpoint::open(&job.model)?;
     let requests: Vec<Request> = types
         .iter()
-        .map(|&mix| Request { mix, path: job.out_dir.join(format!("{}-{}.gguf", job.name, mix.name())) })
+        .map(|&mix| Request {
+            mix,
+            path: job.out_dir.join(format!("{}-{}.gguf", job.name, mix.name())),
+        })
         .collect();
     let bar = if std::io::stderr().is_terminal() {
         let b = indicatif::ProgressBar::new(total_values(&ckpt));
@@ -151,14 +185,24 @@ pub fn quantize(args: QuantizeArgs) -> anyhow::Result<()> {
     }
     let seconds = elapsed_s(start);
     for s in &summaries {
-        println!("{}  {}  ({} bytes, {})", s.sha256, s.path.display(), s.size_bytes, s.quantization);
+        println!(
+            "{}  {}  ({} bytes, {})",
+            s.sha256,
+            s.path.display(),
+            s.size_bytes,
+            s.quantization
+        );
         tracing::info!(file = %s.path.display(), sha256 = %s.sha256, bytes = s.size_bytes, "wrote GGUF");
     }
     if let Some((root, rel)) = &job.uri_base {
         let gguf: Vec<serde_json::Value> = summaries
             .iter()
             .map(|s| {
-                let file = s.path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+                let file = s
+                    .path
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 serde_json::json!({"quantization": s.quantization, "uri": format!("{}/{rel}/{file}", root.display()),
                                    "digest": format!("sha256:{}", s.sha256), "sizeBytes": s.size_bytes})
             })
@@ -194,7 +238,14 @@ pub fn gguf(args: GgufArgs) -> anyhow::Result<()> {
 pub fn render_inspect(g: &super::Gguf<'_>, all: bool) -> String {
     use std::fmt::Write;
     let mut s = String::new();
-    let _ = writeln!(s, "GGUF v{}  {} metadata keys, {} tensors, alignment {}", g.version, g.metadata.len(), g.tensors.len(), g.alignment);
+    let _ = writeln!(
+        s,
+        "GGUF v{}  {} metadata keys, {} tensors, alignment {}",
+        g.version,
+        g.metadata.len(),
+        g.tensors.len(),
+        g.alignment
+    );
     let _ = writeln!(s, "\nmetadata:");
     for (k, v) in &g.metadata {
         let _ = writeln!(s, "  {k:<44} {}", v.summary());
@@ -202,7 +253,15 @@ pub fn render_inspect(g: &super::Gguf<'_>, all: bool) -> String {
     let _ = writeln!(s, "\ntensors:");
     let shown = if all { g.tensors.len() } else { g.tensors.len().min(20) };
     for t in &g.tensors[..shown] {
-        let _ = writeln!(s, "  {:<36} {:<5} {:?}  {} bytes @ {}", t.name, t.ggml_type.name(), t.dims, t.n_bytes(), t.offset);
+        let _ = writeln!(
+            s,
+            "  {:<36} {:<5} {:?}  {} bytes @ {}",
+            t.name,
+            t.ggml_type.name(),
+            t.dims,
+            t.n_bytes(),
+            t.offset
+        );
     }
     if shown < g.tensors.len() {
         let _ = writeln!(s, "  … {} more (--all lists them)", g.tensors.len() - shown);
@@ -216,7 +275,10 @@ pub fn render_inspect(g: &super::Gguf<'_>, all: bool) -> String {
     }
     let _ = writeln!(s, "\ntypes:");
     for (name, (count, values, bytes)) in hist {
-        let _ = writeln!(s, "  {name:<5} {count:>5} tensors {values:>14} values {bytes:>14} bytes");
+        let _ = writeln!(
+            s,
+            "  {name:<5} {count:>5} tensors {values:>14} values {bytes:>14} bytes"
+        );
     }
     s
 }

@@ -54,7 +54,10 @@ pub fn permuted_source_row(r: usize, rows: usize, n_head: usize) -> usize {
 }
 
 enum Source<'a> {
-    View { view: TensorView<'a>, permute_heads: Option<usize> },
+    View {
+        view: TensorView<'a>,
+        permute_heads: Option<usize>,
+    },
     Owned(Vec<f32>),
 }
 
@@ -117,7 +120,11 @@ fn plan(ckpt: &Checkpoint) -> Result<Vec<Planned<'_>>, GgufError> {
     let mut out = Vec::new();
     if matches!(cfg.rope_scaling, Some(RopeScaling::Llama3 { .. })) {
         let f = cfg.rope_scaling_factors();
-        out.push(Planned { name: "rope_freqs.weight".into(), dims: vec![f.len() as u64], source: Source::Owned(f) });
+        out.push(Planned {
+            name: "rope_freqs.weight".into(),
+            dims: vec![f.len() as u64],
+            source: Source::Owned(f),
+        });
     }
     for hf in ckpt.names() {
         if hf.ends_with("rotary_emb.inv_freq") {
@@ -142,9 +149,16 @@ fn plan(ckpt: &Checkpoint) -> Result<Vec<Planned<'_>>, GgufError> {
         }
         let dims: Vec<u64> = view.shape.iter().rev().map(|&d| d as u64).collect();
         if dims.is_empty() || dims.len() > super::file::MAX_DIMS {
-            return Err(GgufError::Unsupported(format!("{hf}: {}-D tensors are not supported", dims.len())));
+            return Err(GgufError::Unsupported(format!(
+                "{hf}: {}-D tensors are not supported",
+                dims.len()
+            )));
         }
-        out.push(Planned { name, dims, source: Source::View { view, permute_heads } });
+        out.push(Planned {
+            name,
+            dims,
+            source: Source::View { view, permute_heads },
+        });
     }
     // llama-quantize's order: non-layer tensors first, then by layer, names sorted within each group.
     out.sort_by(|a, b| {
@@ -168,7 +182,10 @@ pub fn model_kv(cfg: &LlamaConfig, name: &str, mix: Mix) -> Vec<(String, Value)>
         ("llama.attention.head_count".into(), u(cfg.num_attention_heads)),
         ("llama.attention.head_count_kv".into(), u(cfg.num_key_value_heads)),
         ("llama.rope.freq_base".into(), Value::F32(cfg.rope_theta as f32)),
-        ("llama.attention.layer_norm_rms_epsilon".into(), Value::F32(cfg.rms_norm_eps as f32)),
+        (
+            "llama.attention.layer_norm_rms_epsilon".into(),
+            Value::F32(cfg.rms_norm_eps as f32),
+        ),
         ("llama.attention.key_length".into(), u(cfg.head_dim)),
         ("llama.attention.value_length".into(), u(cfg.head_dim)),
     ];
@@ -232,11 +249,24 @@ pub fn convert(
         let mut infos: Vec<TensorInfo> = planned
             .iter()
             .zip(&types)
-            .map(|(p, &t)| TensorInfo { name: p.name.clone(), dims: p.dims.clone(), ggml_type: t, offset: 0 })
+            .map(|(p, &t)| TensorInfo {
+                name: p.name.clone(),
+                dims: p.dims.clone(),
+                ggml_type: t,
+                offset: 0,
+            })
             .collect();
         let header = encode_header(&kv, &mut infos);
-        let writer = Writer::create(&r.path, &header).map_err(|source| GgufError::Io { path: r.path.clone(), source })?;
-        outs.push(Out { types, writer: Some(writer), path: r.path.clone(), mix: r.mix });
+        let writer = Writer::create(&r.path, &header).map_err(|source| GgufError::Io {
+            path: r.path.clone(),
+            source,
+        })?;
+        outs.push(Out {
+            types,
+            writer: Some(writer),
+            path: r.path.clone(),
+            mix: r.mix,
+        });
     }
 
     let result = (|| -> Result<(), GgufError> {
@@ -274,14 +304,20 @@ pub fn convert(
                 for chunk in encoded {
                     for (o, bytes) in outs.iter_mut().zip(chunk) {
                         if let Some(w) = o.writer.as_mut() {
-                            w.data(&bytes).map_err(|source| GgufError::Io { path: o.path.clone(), source })?;
+                            w.data(&bytes).map_err(|source| GgufError::Io {
+                                path: o.path.clone(),
+                                source,
+                            })?;
                         }
                     }
                 }
             }
             for o in outs.iter_mut() {
                 if let Some(w) = o.writer.as_mut() {
-                    w.end_tensor().map_err(|source| GgufError::Io { path: o.path.clone(), source })?;
+                    w.end_tensor().map_err(|source| GgufError::Io {
+                        path: o.path.clone(),
+                        source,
+                    })?;
                 }
             }
         }
@@ -298,19 +334,31 @@ pub fn convert(
     let mut summaries = Vec::new();
     for mut o in outs {
         let Some(w) = o.writer.take() else { continue };
-        let (size_bytes, sha256) = w.finish().map_err(|source| GgufError::Io { path: o.path.clone(), source })?;
+        let (size_bytes, sha256) = w.finish().map_err(|source| GgufError::Io {
+            path: o.path.clone(),
+            source,
+        })?;
         let mut hist = std::collections::BTreeMap::new();
         for t in &o.types {
             *hist.entry(t.name().to_owned()).or_insert(0) += 1;
         }
-        summaries.push(OutputSummary { quantization: o.mix.name().into(), path: o.path, size_bytes, sha256, tensor_types: hist });
+        summaries.push(OutputSummary {
+            quantization: o.mix.name().into(),
+            path: o.path,
+            size_bytes,
+            sha256,
+            tensor_types: hist,
+        });
     }
     Ok(summaries)
 }
 
 /// Total source values, for progress bars.
 pub fn total_values(ckpt: &Checkpoint) -> u64 {
-    ckpt.names().filter_map(|n| ckpt.tensor(n).ok()).map(|v| v.numel() as u64).sum()
+    ckpt.names()
+        .filter_map(|n| ckpt.tensor(n).ok())
+        .map(|v| v.numel() as u64)
+        .sum()
 }
 
 /// Wall-clock helper for summaries.
@@ -333,7 +381,10 @@ mod tests {
 
     #[test]
     fn names_map_and_unknown_are_none() {
-        assert_eq!(gguf_name("model.layers.12.mlp.down_proj.weight").as_deref(), Some("blk.12.ffn_down.weight"));
+        assert_eq!(
+            gguf_name("model.layers.12.mlp.down_proj.weight").as_deref(),
+            Some("blk.12.ffn_down.weight")
+        );
         assert_eq!(gguf_name("lm_head.weight").as_deref(), Some("output.weight"));
         assert_eq!(gguf_name("model.layers.x.mlp.down_proj.weight"), None);
         assert_eq!(gguf_name("vision_tower.weight"), None);

@@ -235,7 +235,10 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn err(&self, message: impl Into<String>) -> FormatError {
-        FormatError { offset: self.pos as u64, message: message.into() }
+        FormatError {
+            offset: self.pos as u64,
+            message: message.into(),
+        }
     }
 
     fn remaining(&self) -> u64 {
@@ -273,11 +276,16 @@ impl<'a> Cursor<'a> {
         let at = self.pos;
         let len = self.u64(what)?;
         if len > MAX_STRING {
-            return Err(FormatError { offset: at as u64, message: format!("{what}: string length {len} exceeds the {MAX_STRING}-byte limit") });
+            return Err(FormatError {
+                offset: at as u64,
+                message: format!("{what}: string length {len} exceeds the {MAX_STRING}-byte limit"),
+            });
         }
         let raw = self.take(len, what)?;
-        String::from_utf8(raw.to_vec())
-            .map_err(|_| FormatError { offset: at as u64, message: format!("{what}: string is not valid UTF-8") })
+        String::from_utf8(raw.to_vec()).map_err(|_| FormatError {
+            offset: at as u64,
+            message: format!("{what}: string is not valid UTF-8"),
+        })
     }
 
     /// A count of elements of at least `min_size` bytes each, refused if the file cannot hold them.
@@ -287,7 +295,10 @@ impl<'a> Cursor<'a> {
         if n.checked_mul(min_size).is_none_or(|need| need > self.remaining()) {
             return Err(FormatError {
                 offset: at as u64,
-                message: format!("{what}: count {n} cannot fit in the {} bytes that remain", self.remaining()),
+                message: format!(
+                    "{what}: count {n} cannot fit in the {} bytes that remain",
+                    self.remaining()
+                ),
             });
         }
         Ok(n as usize)
@@ -366,11 +377,17 @@ impl<'a> Gguf<'a> {
         let mut c = Cursor { bytes, pos: 0 };
         let magic = c.array::<4>("magic")?;
         if &magic != MAGIC {
-            return Err(FormatError { offset: 0, message: format!("not a GGUF file (magic {magic:02x?})") });
+            return Err(FormatError {
+                offset: 0,
+                message: format!("not a GGUF file (magic {magic:02x?})"),
+            });
         }
         let version = c.u32("version")?;
         if version != 3 {
-            return Err(FormatError { offset: 4, message: format!("GGUF version {version}; only version 3 is supported") });
+            return Err(FormatError {
+                offset: 4,
+                message: format!("GGUF version {version}; only version 3 is supported"),
+            });
         }
         // Minimum encoded sizes bound the counts: a tensor info is at least 8+4+4+8 bytes, a KV 8+4+1.
         let n_tensors = c.count(24, "tensor count")?;
@@ -402,7 +419,10 @@ impl<'a> Gguf<'a> {
         for i in 0..n_tensors {
             let at = c.pos as u64;
             let name = c.string(&format!("tensor #{i} name"))?;
-            let bad = |message: String| FormatError { offset: at, message: format!("tensor {name:?}: {message}") };
+            let bad = |message: String| FormatError {
+                offset: at,
+                message: format!("tensor {name:?}: {message}"),
+            };
             if tensors.iter().any(|t| t.name == name) {
                 return Err(bad("name appears twice".into()));
             }
@@ -423,9 +443,16 @@ impl<'a> Gguf<'a> {
             }
             let rows = dims[1..].iter().try_fold(1u64, |a, &d| a.checked_mul(d));
             let row = ggml_type.row_bytes(dims[0]).ok_or_else(|| {
-                bad(format!("row length {} is not a multiple of the {} block size {}", dims[0], ggml_type, ggml_type.block_size()))
+                bad(format!(
+                    "row length {} is not a multiple of the {} block size {}",
+                    dims[0],
+                    ggml_type,
+                    ggml_type.block_size()
+                ))
             })?;
-            let size = rows.and_then(|r| r.checked_mul(row)).ok_or_else(|| bad(format!("size of {dims:?} overflows")))?;
+            let size = rows
+                .and_then(|r| r.checked_mul(row))
+                .ok_or_else(|| bad(format!("size of {dims:?} overflows")))?;
             if offset != expected_offset {
                 return Err(bad(format!(
                     "data offset {offset} but the tensors before it end at {expected_offset} (data must be packed in order)"
@@ -435,13 +462,22 @@ impl<'a> Gguf<'a> {
                 .checked_add(size)
                 .and_then(|e| align_up(e, alignment))
                 .ok_or_else(|| bad("data end overflows".into()))?;
-            tensors.push(TensorInfo { name, dims, ggml_type, offset });
+            tensors.push(TensorInfo {
+                name,
+                dims,
+                ggml_type,
+                offset,
+            });
         }
         let data_offset = align_up(c.pos as u64, alignment).ok_or_else(|| c.err("data offset overflows"))?;
         // The last tensor's padding may be missing in files written by older tools; its data may not.
         let data_end = tensors
             .last()
-            .map(|t| data_offset.checked_add(t.offset).and_then(|o| o.checked_add(t.n_bytes())))
+            .map(|t| {
+                data_offset
+                    .checked_add(t.offset)
+                    .and_then(|o| o.checked_add(t.n_bytes()))
+            })
             .unwrap_or(Some(data_offset));
         match data_end {
             Some(end) if end <= bytes.len() as u64 => {}
@@ -456,7 +492,14 @@ impl<'a> Gguf<'a> {
                 });
             }
         }
-        Ok(Gguf { version, metadata, tensors, alignment, data_offset, bytes })
+        Ok(Gguf {
+            version,
+            metadata,
+            tensors,
+            alignment,
+            data_offset,
+            bytes,
+        })
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
@@ -554,7 +597,10 @@ pub fn encode_header(metadata: &[(String, Value)], tensors: &mut [TensorInfo]) -
         out.extend_from_slice(&t.ggml_type.id().to_le_bytes());
         out.extend_from_slice(&t.offset.to_le_bytes());
     }
-    out.resize(out.len().div_ceil(DEFAULT_ALIGNMENT as usize) * DEFAULT_ALIGNMENT as usize, 0);
+    out.resize(
+        out.len().div_ceil(DEFAULT_ALIGNMENT as usize) * DEFAULT_ALIGNMENT as usize,
+        0,
+    );
     out
 }
 

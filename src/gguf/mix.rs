@@ -121,7 +121,11 @@ pub fn fallback(t: GgmlType, row_len: u64) -> GgmlType {
         GgmlType::Q6K => GgmlType::Q8_0,
         other => other,
     };
-    if row_len % next.block_size() as u64 == 0 { next } else { GgmlType::F16 }
+    if row_len % next.block_size() as u64 == 0 {
+        next
+    } else {
+        GgmlType::F16
+    }
 }
 
 #[cfg(test)]
@@ -143,8 +147,14 @@ mod tests {
         assert_eq!(t("blk.4.attn_v.weight", 4096), GgmlType::Q4K);
         assert_eq!(t("blk.6.ffn_down.weight", 14336), GgmlType::Q6K);
         assert_eq!(t("blk.7.ffn_down.weight", 14336), GgmlType::Q4K);
-        assert_eq!(tensor_type(Mix::Q4KM, "blk.0.attn_norm.weight", 1, 4096, 32, false), GgmlType::F32);
-        assert_eq!(tensor_type(Mix::Q8_0, "output.weight", 2, 4096, 32, false), GgmlType::Q8_0);
+        assert_eq!(
+            tensor_type(Mix::Q4KM, "blk.0.attn_norm.weight", 1, 4096, 32, false),
+            GgmlType::F32
+        );
+        assert_eq!(
+            tensor_type(Mix::Q8_0, "output.weight", 2, 4096, 32, false),
+            GgmlType::Q8_0
+        );
     }
 
     #[test]

@@ -42,17 +42,26 @@ pub struct MappedGguf {
 
 impl MappedGguf {
     pub fn open(path: &std::path::Path) -> Result<Self, GgufError> {
-        let io = |source| GgufError::Io { path: path.to_owned(), source };
+        let io = |source| GgufError::Io {
+            path: path.to_owned(),
+            source,
+        };
         let file = std::fs::File::open(path).map_err(io)?;
         // SAFETY: the map is read-only; a file truncated underneath us is the usual mmap caveat, accepted for
         // model files that are written once (by rename) and never modified in place.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-        let me = MappedGguf { path: path.to_owned(), map };
+        let me = MappedGguf {
+            path: path.to_owned(),
+            map,
+        };
         me.parse()?;
         Ok(me)
     }
 
     pub fn parse(&self) -> Result<Gguf<'_>, GgufError> {
-        Gguf::parse(&self.map).map_err(|source| GgufError::Format { path: self.path.clone(), source })
+        Gguf::parse(&self.map).map_err(|source| GgufError::Format {
+            path: self.path.clone(),
+            source,
+        })
     }
 }

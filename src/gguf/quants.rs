@@ -209,7 +209,10 @@ pub fn quantize_row_q8_0(x: &[f32], out: &mut [u8]) {
         let amax = xb.iter().fold(0.0f32, |a, v| a.max(v.abs()));
         let d = amax / 127.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        let mut b = BlockQ8_0 { d: f32_to_f16(d), ..Default::default() };
+        let mut b = BlockQ8_0 {
+            d: f32_to_f16(d),
+            ..Default::default()
+        };
         for (q, v) in b.qs.iter_mut().zip(xb) {
             *q = (v * id).round() as i8;
         }
@@ -246,7 +249,10 @@ pub fn quantize_row_q5_0(x: &[f32], out: &mut [u8]) {
     for (xb, ob) in x.chunks_exact(QK).zip(out.chunks_exact_mut(22)) {
         let d = signed_absmax(xb) / -16.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        let mut b = BlockQ5_0 { d: f32_to_f16(d), ..Default::default() };
+        let mut b = BlockQ5_0 {
+            d: f32_to_f16(d),
+            ..Default::default()
+        };
         let mut qh = 0u32;
         for j in 0..QK / 2 {
             let x0 = xb[j] * id;
@@ -267,7 +273,11 @@ pub fn quantize_row_q5_1(x: &[f32], out: &mut [u8]) {
         let (min, max) = min_max(xb);
         let d = (max - min) / 31.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        let mut b = BlockQ5_1 { d: f32_to_f16(d), m: f32_to_f16(min), ..Default::default() };
+        let mut b = BlockQ5_1 {
+            d: f32_to_f16(d),
+            m: f32_to_f16(min),
+            ..Default::default()
+        };
         let mut qh = 0u32;
         for j in 0..QK / 2 {
             let x0 = (xb[j] - min) * id;
@@ -286,7 +296,15 @@ pub fn quantize_row_q5_1(x: &[f32], out: &mut [u8]) {
 /// Weighted search for scale and min of one 32-value sub-block (llama.cpp's `make_qkx2_quants` without MAD).
 /// Returns (scale, -min); `l` receives the chosen levels.
 #[allow(clippy::too_many_arguments)]
-fn make_qkx2_quants(nmax: i32, x: &[f32], weights: &[f32; 32], l: &mut [u8], rmin: f32, rdelta: f32, nstep: i32) -> (f32, f32) {
+fn make_qkx2_quants(
+    nmax: i32,
+    x: &[f32],
+    weights: &[f32; 32],
+    l: &mut [u8],
+    rmin: f32,
+    rdelta: f32,
+    nstep: i32,
+) -> (f32, f32) {
     let n = x.len();
     let mut min = x[0];
     let mut max = x[0];
@@ -361,7 +379,10 @@ fn get_scale_min_k4(j: usize, q: &[u8; 12]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {
-        ((q[j + 4] & 0xf) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
+        (
+            (q[j + 4] & 0xf) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
     }
 }
 
@@ -426,7 +447,12 @@ pub fn quantize_row_q4_k(x: &[f32], out: &mut [u8]) {
     let mut l = [0u8; QK_K];
     for (xb, ob) in x.chunks_exact(QK_K).zip(out.chunks_exact_mut(144)) {
         let (d, dmin, scales) = kquant_levels(xb, 15, -1.0, 20, &mut l);
-        let mut b = BlockQ4K { d, dmin, scales, qs: [0; 128] };
+        let mut b = BlockQ4K {
+            d,
+            dmin,
+            scales,
+            qs: [0; 128],
+        };
         for (c, j) in (0..QK_K).step_by(64).enumerate() {
             for i in 0..32 {
                 b.qs[32 * c + i] = l[j + i] | (l[j + i + 32] << 4);
@@ -440,7 +466,13 @@ pub fn quantize_row_q5_k(x: &[f32], out: &mut [u8]) {
     let mut l = [0u8; QK_K];
     for (xb, ob) in x.chunks_exact(QK_K).zip(out.chunks_exact_mut(176)) {
         let (d, dmin, scales) = kquant_levels(xb, 31, -0.5, 15, &mut l);
-        let mut b = BlockQ5K { d, dmin, scales, qh: [0; 32], qs: [0; 128] };
+        let mut b = BlockQ5K {
+            d,
+            dmin,
+            scales,
+            qh: [0; 32],
+            qs: [0; 128],
+        };
         let (mut m1, mut m2) = (1u8, 2u8);
         for (c, n) in (0..QK_K).step_by(64).enumerate() {
             for j in 0..32 {
@@ -526,7 +558,12 @@ pub fn quantize_row_q6_k(x: &[f32], out: &mut [u8]) {
                 max_scale = s;
             }
         }
-        let mut b = BlockQ6K { ql: [0; 128], qh: [0; 64], scales: [0; 16], d: 0 };
+        let mut b = BlockQ6K {
+            ql: [0; 128],
+            qh: [0; 64],
+            scales: [0; 16],
+            d: 0,
+        };
         if max_abs_scale < GROUP_MAX_EPS {
             b.d = f32_to_f16(0.0);
             b.write(ob);

@@ -69,8 +69,14 @@ fn config_token(cfg: &Json, key: &str) -> Option<String> {
 }
 
 fn read_json(path: &Path) -> Result<Json, TokenizerError> {
-    let bytes = std::fs::read(path).map_err(|source| TokenizerError::Io { path: path.to_owned(), source })?;
-    serde_json::from_slice(&bytes).map_err(|source| TokenizerError::Json { path: path.to_owned(), source })
+    let bytes = std::fs::read(path).map_err(|source| TokenizerError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    serde_json::from_slice(&bytes).map_err(|source| TokenizerError::Json {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Pure part: everything from parsed JSON. `template_file` is the content of chat_template.jinja if present.
@@ -81,30 +87,56 @@ pub fn tokenizer_kv(
     vocab_size: usize,
     path: &Path,
 ) -> Result<Vec<(String, Value)>, TokenizerError> {
-    let bad = |message: String| TokenizerError::Invalid { path: path.to_owned(), message };
+    let bad = |message: String| TokenizerError::Invalid {
+        path: path.to_owned(),
+        message,
+    };
     let model = tok.get("model").ok_or_else(|| bad("no \"model\" section".into()))?;
     if model.get("type").and_then(Json::as_str) != Some("BPE") {
-        return Err(bad(format!("model.type is {}, only BPE tokenizers are supported", model.get("type").unwrap_or(&Json::Null))));
+        return Err(bad(format!(
+            "model.type is {}, only BPE tokenizers are supported",
+            model.get("type").unwrap_or(&Json::Null)
+        )));
     }
     let pre_json = tok.get("pre_tokenizer").unwrap_or(&Json::Null);
     let pre = detect_pre_tokenizer(pre_json).ok_or_else(|| {
-        bad(format!("pre_tokenizer not recognised as one llama.cpp supports (llama-bpe, smollm, gpt2): {}", {
-            let s = pre_json.to_string();
-            s.chars().take(200).collect::<String>()
-        }))
+        bad(format!(
+            "pre_tokenizer not recognised as one llama.cpp supports (llama-bpe, smollm, gpt2): {}",
+            {
+                let s = pre_json.to_string();
+                s.chars().take(200).collect::<String>()
+            }
+        ))
     })?;
-    let vocab = model.get("vocab").and_then(Json::as_object).ok_or_else(|| bad("model.vocab is not an object".into()))?;
+    let vocab = model
+        .get("vocab")
+        .and_then(Json::as_object)
+        .ok_or_else(|| bad("model.vocab is not an object".into()))?;
     let mut by_id: HashMap<usize, String> = HashMap::with_capacity(vocab.len());
     for (text, id) in vocab {
-        let id = id.as_u64().ok_or_else(|| bad(format!("model.vocab[{text:?}] is not an id")))? as usize;
+        let id = id
+            .as_u64()
+            .ok_or_else(|| bad(format!("model.vocab[{text:?}] is not an id")))? as usize;
         by_id.insert(id, text.clone());
     }
     // id -> special flag, for added tokens.
     let mut added: HashMap<usize, bool> = HashMap::new();
     let mut added_by_text: HashMap<String, usize> = HashMap::new();
-    for (i, t) in tok.get("added_tokens").and_then(Json::as_array).into_iter().flatten().enumerate() {
-        let id = t.get("id").and_then(Json::as_u64).ok_or_else(|| bad(format!("added_tokens[{i}] has no id")))? as usize;
-        let content = t.get("content").and_then(Json::as_str).ok_or_else(|| bad(format!("added_tokens[{i}] has no content")))?;
+    for (i, t) in tok
+        .get("added_tokens")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let id = t
+            .get("id")
+            .and_then(Json::as_u64)
+            .ok_or_else(|| bad(format!("added_tokens[{i}] has no id")))? as usize;
+        let content = t
+            .get("content")
+            .and_then(Json::as_str)
+            .ok_or_else(|| bad(format!("added_tokens[{i}] has no content")))?;
         by_id.insert(id, content.to_owned());
         added.insert(id, t.get("special").and_then(Json::as_bool).unwrap_or(false));
         added_by_text.insert(content.to_owned(), id);
@@ -112,7 +144,9 @@ pub fn tokenizer_kv(
     if let Some(max) = by_id.keys().max()
         && *max >= vocab_size
     {
-        return Err(bad(format!("token id {max} is outside config.json's vocab_size {vocab_size}")));
+        return Err(bad(format!(
+            "token id {max} is outside config.json's vocab_size {vocab_size}"
+        )));
     }
     let mut tokens = Vec::with_capacity(vocab_size);
     let mut types = Vec::with_capacity(vocab_size);
@@ -135,13 +169,25 @@ pub fn tokenizer_kv(
         }
     }
     let mut merges = Vec::new();
-    for (i, m) in model.get("merges").and_then(Json::as_array).into_iter().flatten().enumerate() {
+    for (i, m) in model
+        .get("merges")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         if let Some(s) = m.as_str() {
             merges.push(s.to_owned());
         } else if let Some(parts) = m.as_array() {
-            let parts: Option<Vec<String>> =
-                parts.iter().map(|p| p.as_str().map(|s| s.replace(' ', "\u{0120}"))).collect();
-            merges.push(parts.ok_or_else(|| bad(format!("model.merges[{i}] is not a pair of strings")))?.join(" "));
+            let parts: Option<Vec<String>> = parts
+                .iter()
+                .map(|p| p.as_str().map(|s| s.replace(' ', "\u{0120}")))
+                .collect();
+            merges.push(
+                parts
+                    .ok_or_else(|| bad(format!("model.merges[{i}] is not a pair of strings")))?
+                    .join(" "),
+            );
         } else {
             return Err(bad(format!("model.merges[{i}] is neither a string nor a pair")));
         }
@@ -164,7 +210,9 @@ pub fn tokenizer_kv(
     };
     let mut add_bos = processors.iter().any(|p| {
         p.get("type").and_then(Json::as_str) == Some("TemplateProcessing")
-            && p.pointer("/single/0/SpecialToken/id").and_then(Json::as_str).is_some_and(|id| Some(id) == bos_text.as_deref())
+            && p.pointer("/single/0/SpecialToken/id")
+                .and_then(Json::as_str)
+                .is_some_and(|id| Some(id) == bos_text.as_deref())
     });
     if let Some(b) = cfg.get("add_bos_token").and_then(Json::as_bool) {
         add_bos = b;
@@ -209,7 +257,11 @@ pub fn tokenizer_metadata(dir: &Path, vocab_size: usize) -> Result<Vec<(String, 
     let tok_path = dir.join("tokenizer.json");
     let tok = read_json(&tok_path)?;
     let cfg_path = dir.join("tokenizer_config.json");
-    let cfg = if cfg_path.exists() { read_json(&cfg_path)? } else { Json::Null };
+    let cfg = if cfg_path.exists() {
+        read_json(&cfg_path)?
+    } else {
+        Json::Null
+    };
     let tpl_path = dir.join("chat_template.jinja");
     let template_file = if tpl_path.exists() {
         Some(std::fs::read_to_string(&tpl_path).map_err(|source| TokenizerError::Io { path: tpl_path, source })?)
