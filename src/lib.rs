@@ -2,6 +2,7 @@
 //! serve it on the Ollama API — as Kubernetes resources or, with the same YAML, on one machine.
 
 pub mod chat;
+pub mod dataset;
 pub mod doctor;
 pub mod hf;
 pub mod telemetry;

@@ -17,6 +17,8 @@ struct Cli {
 enum Command {
     /// Report what this build can do here: features, libtorch and CUDA, llama.cpp backends.
     Doctor,
+    /// Build a training dataset: load, validate, score, deduplicate, split (and optionally synthesize).
+    Dataset(fireweave_ai::dataset::Args),
 }
 
 fn main() -> Result<()> {
@@ -24,5 +26,9 @@ fn main() -> Result<()> {
     fireweave_ai::telemetry::init(cli.log_json);
     match cli.command {
         Command::Doctor => fireweave_ai::doctor::run(),
+        Command::Dataset(args) => {
+            fireweave_ai::dataset::run(args)?;
+            Ok(())
+        }
     }
 }

@@ -1,0 +1,254 @@
+//! `fireweave-ai dataset`: turns raw Q&A / ShareGPT / OpenAI-messages files (and optionally LLM-synthesized
+//! examples) into the trainer's ShareGPT JSONL — validated, scored, deduplicated and split — with nothing
+//! lost: every input record ends up kept, rejected with a reason, or recorded as a duplicate of a kept one.
+
+pub mod curate;
+pub mod dedup;
+pub mod load;
+pub mod output;
+pub mod reason;
+pub mod score;
+pub mod sources;
+pub mod spec;
+pub mod synth;
+pub mod validate;
+
+use curate::{Config, InvariantError, Stats};
+use load::{Item, LoadError, SourceOptions};
+use output::OutputError;
+use serde::Serialize;
+use spec::{DatasetResource, InputFormat, SpecError};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatasetError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Source(#[from] sources::SourceError),
+    #[error(transparent)]
+    Synthesis(#[from] synth::SynthError),
+    #[error(transparent)]
+    Invariant(#[from] InvariantError),
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    #[error("nothing to do: give --spec FILE or --input PATH... --out DIR")]
+    Usage,
+}
+
+/// Build a training dataset: `--spec dataset.yaml --artifacts DIR` (a Dataset resource, as the operator
+/// runs it) or `--input PATH... --out DIR` (files or folders of .json/.jsonl, no manifest needed).
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Dataset resource (YAML or JSON; the CR itself or the operator's rendered spec.json).
+    #[arg(long, conflicts_with = "input")]
+    pub spec: Option<PathBuf>,
+    /// Artifact root; the dataset goes to datasets/<namespace>/<name>/<digest>/.
+    #[arg(long, default_value = "/artifacts")]
+    pub artifacts: PathBuf,
+    /// Input files or folders (instead of --spec).
+    #[arg(long, num_args = 1.., requires = "out")]
+    pub input: Vec<PathBuf>,
+    /// Output folder for --input; the dataset goes to OUT/<digest>/ (and OUT/latest names it).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Input format for --input files.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub format: FormatArg,
+    /// Minimum quality score (0–100) a record needs to be kept (overrides the spec).
+    #[arg(long)]
+    pub min_score: Option<u8>,
+    /// Near-duplicate similarity threshold, 0 disables (overrides the spec).
+    #[arg(long)]
+    pub near_threshold: Option<f64>,
+    /// Share of records held out for evaluation (overrides the spec).
+    #[arg(long)]
+    pub eval_fraction: Option<f64>,
+    /// Seed of the train/eval split (overrides the spec).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Also write train.openai.jsonl / eval.openai.jsonl (OpenAI messages).
+    #[arg(long)]
+    pub openai: bool,
+    /// Where the JSON result goes when the file exists (Kubernetes reads it into the Pod status).
+    #[arg(long, default_value = "/dev/termination-log")]
+    pub termination_log: PathBuf,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum FormatArg {
+    Auto,
+    Qa,
+    Sharegpt,
+    Openai,
+}
+
+impl From<FormatArg> for InputFormat {
+    fn from(f: FormatArg) -> Self {
+        match f {
+            FormatArg::Auto => InputFormat::Auto,
+            FormatArg::Qa => InputFormat::Qa,
+            FormatArg::Sharegpt => InputFormat::Sharegpt,
+            FormatArg::Openai => InputFormat::Openai,
+        }
+    }
+}
+
+/// The worker result (termination log, status): the contract's `artifact` and `stats`.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunResult {
+    pub artifact: Artifact,
+    pub stats: Stats,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Artifact {
+    /// Path of the dataset folder relative to the artifact root (or the --out folder).
+    pub uri: String,
+    pub digest: String,
+}
+
+/// Where and how one run writes.
+struct Plan {
+    resource: DatasetResource,
+    /// Resolved input files with their options.
+    inputs: Vec<(PathBuf, SourceOptions)>,
+    /// Folder that receives `<digest>/`.
+    parent: PathBuf,
+    /// Root that `uri` is relative to.
+    root: PathBuf,
+}
+
+pub fn run(args: Args) -> Result<RunResult, DatasetError> {
+    let plan = plan(&args)?;
+    let started = Instant::now();
+    let spec = &plan.resource.spec;
+    let tools = spec.effective_tools();
+    let mut items: Vec<Item> = Vec::new();
+    let bar = progress(plan.inputs.len() as u64, "loading");
+    for (path, opts) in &plan.inputs {
+        bar.set_message(path.display().to_string());
+        let loaded = load::load_file(path, opts)?;
+        tracing::info!(file = %path.display(), records = loaded.len(), "loaded");
+        items.extend(loaded);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    if let Some(syn) = &spec.synthesis {
+        let cache = plan.parent.join("synthesis");
+        let generated = synth::run(syn, &tools, &cache, &secret_dir())?;
+        tracing::info!(records = generated.len(), "synthesized");
+        items.extend(generated);
+    }
+    let cfg = Config {
+        rules: validate::Rules {
+            min_answer_chars: spec.filters.min_answer_chars,
+            reject_placeholders: spec.filters.reject_placeholders,
+            tools: tools.clone(),
+        },
+        min_score: spec.filters.min_quality_score,
+        exact: spec.filters.dedup.exact,
+        near: spec.filters.dedup.near_duplicate_threshold,
+        eval_fraction: spec.split.eval_fraction,
+        seed: spec.split.seed,
+    };
+    let spinner = progress(0, "validating, scoring, deduplicating");
+    let outcome = curate::curate(&items, &cfg)?;
+    spinner.finish_and_clear();
+    let written = output::write(&plan.parent, &items, &outcome, &tools, spec.openai_output || args.openai)?;
+    // A pointer for local users and the next pipeline step; the digest in the status is the authority.
+    let latest = plan.parent.join("latest");
+    let _ = std::fs::write(&latest, format!("{}\n", written.digest));
+    let uri = written.dir.strip_prefix(&plan.root).unwrap_or(&written.dir).display().to_string();
+    let s = &outcome.stats;
+    tracing::info!(
+        input = s.input, kept = s.kept, rejected = s.rejected, duplicates = s.duplicates, train = s.train,
+        eval = s.eval, seconds = started.elapsed().as_secs_f64(), dir = %written.dir.display(), "dataset written"
+    );
+    let result = RunResult { artifact: Artifact { uri, digest: written.digest }, stats: outcome.stats };
+    report(&result, &args.termination_log);
+    Ok(result)
+}
+
+fn secret_dir() -> PathBuf {
+    std::env::var_os("FIREWEAVE_SECRETS_DIR").map_or_else(|| PathBuf::from("/etc/fireweave/secrets"), PathBuf::from)
+}
+
+fn plan(args: &Args) -> Result<Plan, DatasetError> {
+    let (mut resource, base_dir, parent, root) = if let Some(spec_path) = &args.spec {
+        let resource = DatasetResource::load(spec_path)?;
+        let base = spec_path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let parent =
+            args.artifacts.join("datasets").join(&resource.metadata.namespace).join(&resource.metadata.name);
+        (resource, base, parent, args.artifacts.clone())
+    } else if let (false, Some(out)) = (args.input.is_empty(), &args.out) {
+        let mut resource = DatasetResource::default();
+        resource.spec.sources = args
+            .input
+            .iter()
+            .map(|p| spec::Source { path: Some(p.clone()), format: args.format.into(), ..Default::default() })
+            .collect();
+        (resource, PathBuf::from("."), out.clone(), out.clone())
+    } else {
+        return Err(DatasetError::Usage);
+    };
+    let spec = &mut resource.spec;
+    if let Some(v) = args.min_score {
+        spec.filters.min_quality_score = v;
+    }
+    if let Some(v) = args.near_threshold {
+        spec.filters.dedup.near_duplicate_threshold = v;
+    }
+    if let Some(v) = args.eval_fraction {
+        spec.split.eval_fraction = v;
+    }
+    if let Some(v) = args.seed {
+        spec.split.seed = v;
+    }
+    let label = args.spec.as_deref().unwrap_or(Path::new("--input"));
+    spec.check().map_err(|message| SpecError::Invalid { path: label.into(), message })?;
+    let mut inputs = Vec::new();
+    for src in &spec.sources {
+        let opts =
+            SourceOptions { format: src.format, topic: src.topic.clone(), max_record_bytes: spec.filters.max_record_bytes };
+        for file in sources::resolve(src, &base_dir, &root)? {
+            inputs.push((file, opts.clone()));
+        }
+    }
+    Ok(Plan { resource, inputs, parent, root })
+}
+
+/// The result as the last stdout line, and into the termination log when Kubernetes provides one.
+fn report(result: &RunResult, termination_log: &Path) {
+    let line = serde_json::to_string(result).unwrap_or_default();
+    if termination_log.exists() {
+        // The kubelet keeps at most 4 KiB; topics are the part that can grow, so they go first.
+        let mut short = result.clone();
+        if line.len() > 4000 {
+            short.stats.topics.clear();
+            short.stats.reasons.clear();
+        }
+        let text = serde_json::to_string(&short).unwrap_or_default();
+        if let Err(e) = std::fs::write(termination_log, text) {
+            tracing::warn!(path = %termination_log.display(), error = %e, "cannot write the termination log");
+        }
+    }
+    println!("{line}");
+}
+
+fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
+    let bar = if len == 0 { indicatif::ProgressBar::new_spinner() } else { indicatif::ProgressBar::new(len) };
+    // indicatif draws nothing when stderr is not a terminal (cluster logs stay clean).
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {pos}/{len} {wide_msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_prefix(what.to_string());
+    if len == 0 {
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    }
+    bar
+}

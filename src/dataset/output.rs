@@ -1,0 +1,328 @@
+//! Writing the artifact: ShareGPT train/eval JSONL (what the trainer reads), optional OpenAI-messages JSONL,
+//! rejected.jsonl (every dropped record with its reason), stats.json and a score histogram SVG — into a
+//! temporary folder that is renamed to the sha256 of its content once everything is on disk.
+
+use super::curate::{Fate, Outcome, Stats};
+use super::load::{Conversation, Item};
+use super::score::Score;
+use crate::chat::{Message, Role};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error("cannot write {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(
+        "count invariant broken while writing: input {input} records but wrote {train} train + {eval} eval + {rejected} rejected lines"
+    )]
+    Lost { input: usize, train: usize, eval: usize, rejected: usize },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> OutputError + '_ {
+    move |source| OutputError::Io { path: path.into(), source }
+}
+
+/// The written artifact.
+#[derive(Clone, Debug)]
+pub struct Written {
+    pub dir: PathBuf,
+    pub digest: String,
+}
+
+pub fn sharegpt_turns(messages: &[Message]) -> Vec<Value> {
+    messages
+        .iter()
+        .map(|m| {
+            let from = match m.role {
+                Role::System => "system",
+                Role::User => "human",
+                Role::Assistant => "gpt",
+                Role::Tool => "tool",
+            };
+            let mut t = Map::new();
+            t.insert("from".into(), from.into());
+            t.insert("value".into(), m.content.clone().into());
+            if !m.tool_calls.is_empty() {
+                let calls: Vec<Value> =
+                    m.tool_calls.iter().map(|c| json!({"name": c.name, "arguments": c.arguments})).collect();
+                t.insert("tool_calls".into(), calls.into());
+            }
+            if let Some(name) = &m.tool_name {
+                t.insert("name".into(), name.clone().into());
+            }
+            Value::Object(t)
+        })
+        .collect()
+}
+
+fn uses_tools(c: &Conversation) -> bool {
+    c.messages.iter().any(|m| !m.tool_calls.is_empty() || m.role == Role::Tool)
+}
+
+/// One train/eval line. Tools are attached only to conversations that use them, so the trainer renders
+/// plain Q&A without a tool preamble.
+pub fn sharegpt_line(item: &Item, c: &Conversation, default_tools: &[Value]) -> Value {
+    let mut o = Map::new();
+    if let Some(id) = &c.id {
+        o.insert("id".into(), id.clone().into());
+    }
+    if let Some(t) = &c.topic {
+        o.insert("topic".into(), t.clone().into());
+    }
+    o.insert("source".into(), item.origin.to_string().into());
+    o.insert("conversations".into(), sharegpt_turns(&c.messages).into());
+    if uses_tools(c) {
+        let tools = if c.tools.is_empty() { default_tools } else { &c.tools };
+        o.insert("tools".into(), tools.to_vec().into());
+    }
+    Value::Object(o)
+}
+
+pub fn openai_line(c: &Conversation, default_tools: &[Value]) -> Value {
+    let mut messages = Vec::with_capacity(c.messages.len());
+    let mut ids: Vec<String> = Vec::new();
+    let mut next_result = 0;
+    for m in &c.messages {
+        let mut o = Map::new();
+        o.insert("role".into(), m.role.as_str().into());
+        o.insert("content".into(), m.content.clone().into());
+        if !m.tool_calls.is_empty() {
+            let calls: Vec<Value> = m
+                .tool_calls
+                .iter()
+                .map(|call| {
+                    let id = format!("call_{}", ids.len());
+                    ids.push(id.clone());
+                    json!({"id": id, "type": "function",
+                           "function": {"name": call.name, "arguments": call.arguments.to_string()}})
+                })
+                .collect();
+            o.insert("tool_calls".into(), calls.into());
+        }
+        if m.role == Role::Tool {
+            if let Some(id) = ids.get(next_result) {
+                o.insert("tool_call_id".into(), id.clone().into());
+            }
+            next_result += 1;
+            if let Some(n) = &m.tool_name {
+                o.insert("name".into(), n.clone().into());
+            }
+        }
+        messages.push(Value::Object(o));
+    }
+    let mut line = json!({ "messages": messages });
+    if uses_tools(c) {
+        line["tools"] = (if c.tools.is_empty() { default_tools } else { &c.tools }).to_vec().into();
+    }
+    line
+}
+
+fn rejected_line(items: &[Item], i: usize, fate: &Fate, score: Option<&Score>) -> Value {
+    let item = &items[i];
+    let mut o = Map::new();
+    o.insert("source".into(), item.origin.to_string().into());
+    match fate {
+        Fate::Rejected(r) => {
+            o.insert("reason".into(), r.reason.as_str().into());
+            o.insert("detail".into(), r.detail.clone().into());
+            if let Some(raw) = &r.raw {
+                o.insert("raw".into(), raw.clone().into());
+            }
+        }
+        Fate::Duplicate { reason, keep, cluster, similarity_pct } => {
+            o.insert("reason".into(), reason.as_str().into());
+            o.insert(
+                "detail".into(),
+                format!("{}% similar to the kept record {}", similarity_pct, items[*keep].origin).into(),
+            );
+            o.insert("cluster".into(), format!("cluster-{cluster}").into());
+            o.insert("keptSource".into(), items[*keep].origin.to_string().into());
+            o.insert("similarity".into(), (*similarity_pct as f64 / 100.0).into());
+        }
+        Fate::Train | Fate::Eval => {}
+    }
+    if let Some(s) = score {
+        o.insert("score".into(), s.total.into());
+        o.insert("scoreComponents".into(), serde_json::to_value(s).unwrap_or(Value::Null));
+    }
+    if let Ok(c) = &item.parsed {
+        if let Some(id) = &c.id {
+            o.insert("id".into(), id.clone().into());
+        }
+        if let Some(t) = &c.topic {
+            o.insert("topic".into(), t.clone().into());
+        }
+        o.insert("conversations".into(), sharegpt_turns(&c.messages).into());
+    }
+    Value::Object(o)
+}
+
+struct Jsonl {
+    path: PathBuf,
+    out: BufWriter<std::fs::File>,
+    lines: usize,
+}
+
+impl Jsonl {
+    fn create(path: PathBuf) -> Result<Self, OutputError> {
+        let f = std::fs::File::create(&path).map_err(io(&path))?;
+        Ok(Jsonl { out: BufWriter::with_capacity(1 << 20, f), path, lines: 0 })
+    }
+    fn push(&mut self, v: &Value) -> Result<(), OutputError> {
+        let path = &self.path;
+        serde_json::to_writer(&mut self.out, v).map_err(|e| OutputError::Io { path: path.clone(), source: e.into() })?;
+        self.out.write_all(b"\n").map_err(io(path))?;
+        self.lines += 1;
+        Ok(())
+    }
+    fn finish(self) -> Result<usize, OutputError> {
+        let f = self.out.into_inner().map_err(|e| OutputError::Io { path: self.path.clone(), source: e.into_error() })?;
+        f.sync_all().map_err(io(&self.path))?;
+        Ok(self.lines)
+    }
+}
+
+/// Writes the artifact under `parent/<digest>/` and returns it. An identical earlier artifact is reused.
+pub fn write(
+    parent: &Path,
+    items: &[Item],
+    outcome: &Outcome,
+    default_tools: &[Value],
+    openai: bool,
+) -> Result<Written, OutputError> {
+    std::fs::create_dir_all(parent).map_err(io(parent))?;
+    let tmp = parent.join(format!(".tmp-{}-{}", std::process::id(), nanos()));
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    let result = write_into(&tmp, items, outcome, default_tools, openai).and_then(|()| {
+        let digest = folder_digest(&tmp)?;
+        let dir = parent.join(&digest);
+        if dir.exists() {
+            // Same content already there (a rerun): keep it, drop ours.
+            let _ = std::fs::remove_dir_all(&tmp);
+        } else {
+            std::fs::rename(&tmp, &dir).map_err(io(&dir))?;
+        }
+        Ok(Written { dir, digest })
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result
+}
+
+fn nanos() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+}
+
+fn write_into(
+    dir: &Path,
+    items: &[Item],
+    outcome: &Outcome,
+    default_tools: &[Value],
+    openai: bool,
+) -> Result<(), OutputError> {
+    let mut train = Jsonl::create(dir.join("train.jsonl"))?;
+    let mut eval = Jsonl::create(dir.join("eval.jsonl"))?;
+    let mut rejected = Jsonl::create(dir.join("rejected.jsonl"))?;
+    let (mut otrain, mut oeval) = if openai {
+        (Some(Jsonl::create(dir.join("train.openai.jsonl"))?), Some(Jsonl::create(dir.join("eval.openai.jsonl"))?))
+    } else {
+        (None, None)
+    };
+    for (i, fate) in outcome.fates.iter().enumerate() {
+        let conv = items[i].parsed.as_ref().ok();
+        match (fate, conv) {
+            (Fate::Train, Some(c)) => {
+                train.push(&sharegpt_line(&items[i], c, default_tools))?;
+                if let Some(o) = otrain.as_mut() {
+                    o.push(&openai_line(c, default_tools))?;
+                }
+            }
+            (Fate::Eval, Some(c)) => {
+                eval.push(&sharegpt_line(&items[i], c, default_tools))?;
+                if let Some(o) = oeval.as_mut() {
+                    o.push(&openai_line(c, default_tools))?;
+                }
+            }
+            (Fate::Train | Fate::Eval, None) => {}
+            (f, _) => rejected.push(&rejected_line(items, i, f, outcome.scores[i].as_ref()))?,
+        }
+    }
+    let (t, e, r) = (train.finish()?, eval.finish()?, rejected.finish()?);
+    for o in [otrain, oeval].into_iter().flatten() {
+        o.finish()?;
+    }
+    if t + e + r != items.len() || t != outcome.stats.train || e != outcome.stats.eval {
+        return Err(OutputError::Lost { input: items.len(), train: t, eval: e, rejected: r });
+    }
+    let stats_path = dir.join("stats.json");
+    let mut text = serde_json::to_string_pretty(&outcome.stats).unwrap_or_default();
+    text.push('\n');
+    std::fs::write(&stats_path, text).map_err(io(&stats_path))?;
+    let svg_path = dir.join("score-histogram.svg");
+    std::fs::write(&svg_path, histogram_svg(&outcome.stats)).map_err(io(&svg_path))?;
+    Ok(())
+}
+
+/// sha256 over (name, sha256 of file) of every file, in name order.
+fn folder_digest(dir: &Path) -> Result<String, OutputError> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map_err(io(dir))?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    names.sort();
+    let mut h = Sha256::new();
+    for name in names {
+        let p = dir.join(&name);
+        let mut f = std::fs::File::open(&p).map_err(io(&p))?;
+        let mut fh = Sha256::new();
+        std::io::copy(&mut f, &mut fh).map_err(io(&p))?;
+        h.update(name.as_bytes());
+        h.update([0]);
+        h.update(fh.finalize());
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Bar chart of the score histogram with the threshold marked.
+pub fn histogram_svg(stats: &Stats) -> String {
+    let (w, h, left, bottom, top) = (640.0, 320.0, 50.0, 40.0, 30.0);
+    let max = stats.score_histogram.iter().map(|b| b.count).max().unwrap_or(0).max(1) as f64;
+    let n = stats.score_histogram.len().max(1) as f64;
+    let bw = (w - left - 20.0) / n;
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"11\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{left}\" y=\"18\" font-size=\"13\">Quality scores of {} valid records (threshold {})</text>\n",
+        stats.valid, stats.min_quality_score
+    );
+    for (k, b) in stats.score_histogram.iter().enumerate() {
+        let bh = (h - bottom - top) * b.count as f64 / max;
+        let x = left + k as f64 * bw;
+        let y = h - bottom - bh;
+        let pass = k as u8 * 10 >= stats.min_quality_score;
+        let fill = if pass { "#2f7d4f" } else { "#b0b0b0" };
+        s.push_str(&format!(
+            "<rect x=\"{:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{bh:.1}\" fill=\"{fill}\"/>\n\
+             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>\n\
+             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>\n",
+            x + 2.0,
+            bw - 4.0,
+            x + bw / 2.0,
+            y - 4.0,
+            b.count,
+            x + bw / 2.0,
+            h - bottom + 16.0,
+            b.bucket
+        ));
+    }
+    let tx = left + (stats.min_quality_score as f64 / 10.0) * bw;
+    s.push_str(&format!(
+        "<line x1=\"{tx:.1}\" y1=\"{top}\" x2=\"{tx:.1}\" y2=\"{:.1}\" stroke=\"#c0392b\" stroke-dasharray=\"4 3\"/>\n</svg>\n",
+        h - bottom
+    ));
+    s
+}

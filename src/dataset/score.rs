@@ -1,0 +1,322 @@
+//! Quality score 0–100 with every component reported, so a user can see why a record scored what it did.
+//!
+//! Points (maxima): answer length 30, code blocks 15, CLI/config content 20, technical depth 25,
+//! formatting 10, tool use 20; penalties: repetition up to −25, truncation −20. The sum is clamped to 0–100.
+//! What is scored is the assistant's side of the conversation; the seed's threshold of 50 keeps answers that
+//! are long and concrete, or short but precise tool calls.
+
+use super::load::Conversation;
+use crate::chat::Role;
+use serde::Serialize;
+use std::collections::HashSet;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Score {
+    pub total: u8,
+    pub length: f32,
+    pub code_blocks: f32,
+    pub cli_config: f32,
+    pub technical_depth: f32,
+    pub formatting: f32,
+    pub tool_use: f32,
+    pub repetition_penalty: f32,
+    pub truncation_penalty: f32,
+}
+
+pub const LENGTH_MAX: f32 = 30.0;
+pub const CODE_MAX: f32 = 15.0;
+pub const CLI_MAX: f32 = 20.0;
+pub const DEPTH_MAX: f32 = 25.0;
+pub const FORMAT_MAX: f32 = 10.0;
+pub const TOOL_MAX: f32 = 20.0;
+pub const REPETITION_MAX: f32 = 25.0;
+pub const TRUNCATION: f32 = 20.0;
+
+pub fn score(conv: &Conversation) -> Score {
+    let mut answer = String::new();
+    let mut calls = 0usize;
+    for m in conv.messages.iter().filter(|m| m.role == Role::Assistant) {
+        if !answer.is_empty() {
+            answer.push_str("\n\n");
+        }
+        answer.push_str(&m.content);
+        calls += m.tool_calls.iter().filter(|c| c.arguments.as_object().is_some_and(|o| !o.is_empty())).count();
+    }
+    let last = conv.messages.iter().rev().find(|m| m.role == Role::Assistant);
+    let ends_with_call = last.is_some_and(|m| !m.tool_calls.is_empty() && m.content.trim().is_empty());
+    score_text(&answer, calls, ends_with_call)
+}
+
+/// `calls`: well-formed tool calls made; `ends_with_call`: the conversation's last turn is a tool call
+/// (nothing can be truncated there).
+pub fn score_text(answer: &str, calls: usize, ends_with_call: bool) -> Score {
+    let chars = answer.chars().count();
+    let mut s = Score {
+        length: length_points(chars),
+        code_blocks: code_points(answer),
+        cli_config: cli_points(answer),
+        technical_depth: depth_points(answer),
+        formatting: format_points(answer),
+        tool_use: if calls > 0 { TOOL_MAX } else { 0.0 },
+        repetition_penalty: repetition_penalty(answer),
+        truncation_penalty: if !ends_with_call && looks_truncated(answer) { TRUNCATION } else { 0.0 },
+        total: 0,
+    };
+    let sum = s.length + s.code_blocks + s.cli_config + s.technical_depth + s.formatting + s.tool_use
+        - s.repetition_penalty
+        - s.truncation_penalty;
+    s.total = sum.round().clamp(0.0, 100.0) as u8;
+    s
+}
+
+/// Saturating in the log of the length: 100 chars ≈ 8, 400 ≈ 19, 1,000 ≈ 26, 1,500+ = 30.
+fn length_points(chars: usize) -> f32 {
+    if chars < 40 {
+        return 0.0;
+    }
+    let x = ((chars as f32).ln() - 40f32.ln()) / (1500f32.ln() - 40f32.ln());
+    (x.clamp(0.0, 1.0) * LENGTH_MAX * 100.0).round() / 100.0
+}
+
+fn code_points(text: &str) -> f32 {
+    let fences = text.matches("```").count() / 2;
+    let inline = text.split("```").step_by(2).map(|p| p.matches('`').count() / 2).sum::<usize>();
+    match (fences, inline) {
+        (0, 0) => 0.0,
+        (0, _) => 5.0,
+        (1, _) => 10.0,
+        _ => CODE_MAX,
+    }
+}
+
+/// Lines that are commands or configuration: what makes an answer actionable for a network engineer.
+fn cli_points(text: &str) -> f32 {
+    const PREFIXES: &[&str] = &[
+        "$ ", "sudo ", "curl ", "kubectl ", "aws ", "az ", "gcloud ", "iptables ", "nft ", "ip ", "show ", "set ",
+        "delete ", "commit", "configure", "access-list ", "interface ", "router ", "object ", "object-group ", "nat ",
+        "crypto ", "config ", "edit ", "ping ", "traceroute ", "tcpdump ", "nmap ", "dig ", "nslookup ", "openssl ",
+        "ssh ", "terraform ", "ansible", "python", "fireweave ", "request ", "test ", "permit ", "deny ",
+    ];
+    let mut lines = 0usize;
+    for line in text.lines() {
+        let l = line.trim_start();
+        let lower = l.to_ascii_lowercase();
+        let command = PREFIXES.iter().any(|p| lower.starts_with(p)) || lower == "next" || lower == "end";
+        // key: value / key = value / "key": value, as in YAML, INI, JSON and CLI output.
+        let config = {
+            let (k, rest) = l.split_once([':', '=']).unwrap_or(("", ""));
+            let k = k.trim().trim_matches('"');
+            // Prose such as "Note: the rule ..." is not configuration: keys are lowercase, values short.
+            !k.is_empty()
+                && k.len() <= 40
+                && k.bytes().next().is_some_and(|c| c.is_ascii_lowercase())
+                && k.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
+                && (1..=4).contains(&rest.split_whitespace().count())
+        };
+        if command || config || has_address(l) {
+            lines += 1;
+        }
+    }
+    (lines as f32 * 2.5).min(CLI_MAX)
+}
+
+/// An IPv4 address or CIDR in the line.
+fn has_address(line: &str) -> bool {
+    line.split(|c: char| !(c.is_ascii_digit() || c == '.' || c == '/')).any(|tok| {
+        let ip = tok.split('/').next().unwrap_or("");
+        let parts: Vec<&str> = ip.split('.').collect();
+        parts.len() == 4 && parts.iter().all(|p| !p.is_empty() && p.len() <= 3 && p.parse::<u16>().is_ok_and(|n| n < 256))
+    })
+}
+
+/// Distinct domain terms (networking, security, cloud, FireWeave): 2.5 points each.
+fn depth_points(text: &str) -> f32 {
+    static TERMS: &[&str] = &[
+        "firewall", "nat", "snat", "dnat", "acl", "tcp", "udp", "icmp", "bgp", "ospf", "eigrp", "vlan", "vpc", "vnet",
+        "subnet", "cidr", "tls", "ssl", "ipsec", "vpn", "ike", "zone", "zones", "policy", "policies", "rule", "rules",
+        "shadowed", "shadowing", "dns", "dhcp", "arp", "mtu", "latency", "route", "routing", "gateway", "proxy",
+        "ids", "ips", "siem", "soc", "edr", "waf", "ddos", "pci-dss", "pci", "soc2", "nist", "hipaa", "iso",
+        "compliance", "jwt", "oauth", "api", "endpoint", "token", "rbac", "mfa", "certificate", "encryption",
+        "aes", "sha256", "hash", "segmentation", "microsegmentation", "zero", "trust", "least", "privilege",
+        "servicenow", "jira", "topology", "palo", "panos", "pan-os", "cisco", "asa", "ftd", "fortinet", "fortigate",
+        "aws", "azure", "gcp", "nsg", "security", "group", "ingress", "egress", "inbound", "outbound", "port",
+        "ports", "protocol", "session", "stateful", "stateless", "syslog", "netflow", "packet", "threat",
+        "vulnerability", "cve", "exploit", "malware", "phishing", "incident", "audit", "logging", "kubernetes",
+        "namespace", "networkpolicy", "ssh", "http", "https", "rest", "webhook", "json", "yaml", "csv", "rollback",
+        "approval", "workflow", "change", "ticket", "object", "objects", "address", "service", "application",
+        "app-id", "user-id", "decryption", "hairpin", "asymmetric", "ha", "failover", "cluster", "worker", "queue",
+    ];
+    static SET: std::sync::OnceLock<HashSet<&'static str>> = std::sync::OnceLock::new();
+    let set = SET.get_or_init(|| TERMS.iter().copied().collect());
+    let mut seen: HashSet<&'static str> = HashSet::new();
+    let mut buf = String::with_capacity(24);
+    for w in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')) {
+        if w.len() < 2 || w.len() > 20 {
+            continue;
+        }
+        buf.clear();
+        buf.extend(w.chars().map(|c| c.to_ascii_lowercase()));
+        if let Some(t) = set.get(buf.as_str()) {
+            seen.insert(t);
+        }
+    }
+    (seen.len() as f32 * 2.5).min(DEPTH_MAX)
+}
+
+/// Markdown structure: lists, numbered steps, headings, emphasis, tables, paragraphs.
+fn format_points(text: &str) -> f32 {
+    let mut p = 0.0;
+    let lines: Vec<&str> = text.lines().map(str::trim_start).collect();
+    let bullets = lines.iter().filter(|l| l.starts_with("- ") || l.starts_with("* ")).count();
+    let numbered = lines
+        .iter()
+        .filter(|l| {
+            let d = l.bytes().take_while(u8::is_ascii_digit).count();
+            d > 0 && d < 3 && (l[d..].starts_with(". ") || l[d..].starts_with(") "))
+        })
+        .count();
+    if bullets >= 2 {
+        p += 3.0;
+    }
+    if numbered >= 2 {
+        p += 3.0;
+    }
+    if lines.iter().any(|l| l.starts_with('#') && l.trim_start_matches('#').starts_with(' ')) {
+        p += 1.5;
+    }
+    if text.contains("**") {
+        p += 1.0;
+    }
+    if lines.iter().filter(|l| l.starts_with('|')).count() >= 2 {
+        p += 1.5;
+    }
+    if text.contains("\n\n") {
+        p += 1.0;
+    }
+    p.min(FORMAT_MAX)
+}
+
+/// Share of repeated word 3-grams: generation loops ("the rule the rule the rule") and copy-pasted paragraphs.
+fn repetition_penalty(text: &str) -> f32 {
+    let words: Vec<String> =
+        text.split_whitespace().map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase()).collect();
+    if words.len() < 30 {
+        return 0.0;
+    }
+    let grams: Vec<[&str; 3]> = words.windows(3).map(|w| [w[0].as_str(), w[1].as_str(), w[2].as_str()]).collect();
+    let distinct: HashSet<&[&str; 3]> = grams.iter().collect();
+    let repeated = 1.0 - distinct.len() as f32 / grams.len() as f32;
+    // Technical prose repeats some 3-grams ("the firewall rule"); only a sizeable share is a defect.
+    (((repeated - 0.15) / 0.35).clamp(0.0, 1.0) * REPETITION_MAX * 100.0).round() / 100.0
+}
+
+/// Ends mid-sentence, mid-list or inside an open code fence.
+pub fn looks_truncated(text: &str) -> bool {
+    let t = text.trim_end();
+    if t.is_empty() {
+        return false;
+    }
+    if t.matches("```").count() % 2 == 1 {
+        return true;
+    }
+    if t.ends_with("...") && !t.ends_with("....") {
+        return true;
+    }
+    let last = t.chars().last().unwrap_or('.');
+    if t.ends_with("```") || matches!(last, '.' | '!' | '?' | ')' | ']' | '}' | '"' | '\'' | '`' | '*' | '|' | ':') {
+        return false;
+    }
+    // A final line that is a list item, a table row or a command is complete without a full stop.
+    let last_line = t.lines().last().unwrap_or("").trim_start();
+    let structured = last_line.starts_with("- ") || last_line.starts_with("* ") || last_line.starts_with('|')
+        || last_line.bytes().next().is_some_and(|c| c.is_ascii_digit()) && last_line.contains(". ");
+    if structured && last_line.split_whitespace().count() >= 3 {
+        return false;
+    }
+    last.is_alphanumeric() || matches!(last, ',' | ';' | '-' | '(' | '/')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn length_grows_and_saturates() {
+        let a = score_text(&"word ".repeat(20), 0, false).length;
+        let b = score_text(&"word ".repeat(100), 0, false).length;
+        let c = score_text(&"word ".repeat(1000), 0, false).length;
+        assert!(a > 0.0 && a < b && b < c, "{a} {b} {c}");
+        assert_eq!(c, LENGTH_MAX);
+        assert_eq!(score_text("short.", 0, false).length, 0.0);
+    }
+
+    #[test]
+    fn code_blocks_score() {
+        assert_eq!(score_text("No code here.", 0, false).code_blocks, 0.0);
+        assert_eq!(score_text("Run `show run` now.", 0, false).code_blocks, 5.0);
+        assert_eq!(score_text("Run:\n```\nshow run\n```\nDone.", 0, false).code_blocks, 10.0);
+        assert_eq!(score_text("```\na\n```\nand\n```\nb\n```\nDone.", 0, false).code_blocks, CODE_MAX);
+    }
+
+    #[test]
+    fn cli_and_config_lines_score() {
+        assert_eq!(score_text("Plain prose without any commands at all.", 0, false).cli_config, 0.0);
+        let s = score_text("show access-list\nkubectl get pods\nport: 443\nsource 10.1.2.0/24 is allowed.", 0, false);
+        assert_eq!(s.cli_config, 10.0);
+        let many = "set rulebase security rules x action allow\n".repeat(20);
+        assert_eq!(score_text(&many, 0, false).cli_config, CLI_MAX);
+    }
+
+    #[test]
+    fn technical_depth_counts_distinct_terms() {
+        assert_eq!(score_text("The cat sat on the mat.", 0, false).technical_depth, 0.0);
+        let s = score_text("The firewall NAT rule and the firewall ACL for TCP.", 0, false);
+        assert_eq!(s.technical_depth, 4.0 * 2.5);
+        let all = "firewall nat acl tcp udp bgp ospf vlan vpc subnet cidr tls ipsec vpn zone dns";
+        assert_eq!(score_text(all, 0, false).technical_depth, DEPTH_MAX);
+    }
+
+    #[test]
+    fn formatting_rewards_structure() {
+        assert_eq!(score_text("One flat sentence.", 0, false).formatting, 0.0);
+        let s = score_text("## Steps\n\n1. First\n2. Second\n\n- a\n- b\n\n**Note** done.\n| a | b |\n|---|---|", 0, false);
+        assert_eq!(s.formatting, FORMAT_MAX);
+    }
+
+    #[test]
+    fn tool_use_needs_real_arguments() {
+        assert_eq!(score_text("", 1, true).tool_use, TOOL_MAX);
+        assert_eq!(score_text("", 0, true).tool_use, 0.0);
+    }
+
+    #[test]
+    fn repetition_is_penalized() {
+        let fresh = "Firewalls filter packets by zone and rule, routers forward them by prefix, and switches learn \
+                     MAC addresses per port so frames reach the right host without flooding every segment of a \
+                     network that grows over time.";
+        assert_eq!(score_text(fresh, 0, false).repetition_penalty, 0.0);
+        let looped = "the rule allows the traffic. ".repeat(20);
+        let s = score_text(&looped, 0, false);
+        assert_eq!(s.repetition_penalty, REPETITION_MAX);
+    }
+
+    #[test]
+    fn truncation_is_penalized() {
+        assert_eq!(score_text("The rule allows the traffic and then the", 0, false).truncation_penalty, TRUNCATION);
+        assert_eq!(score_text("Run this:\n```\nshow run", 0, false).truncation_penalty, TRUNCATION);
+        assert_eq!(score_text("The rule allows the traffic.", 0, false).truncation_penalty, 0.0);
+        assert_eq!(score_text("Steps:\n- check the route table entry", 0, false).truncation_penalty, 0.0);
+        // A conversation that ends in a tool call is complete.
+        assert_eq!(score_text("", 1, true).truncation_penalty, 0.0);
+    }
+
+    #[test]
+    fn total_is_the_clamped_sum() {
+        let s = score_text("The rule allows the traffic and then the", 0, false);
+        let sum = s.length + s.code_blocks + s.cli_config + s.technical_depth + s.formatting + s.tool_use
+            - s.repetition_penalty
+            - s.truncation_penalty;
+        assert_eq!(s.total, sum.round().clamp(0.0, 100.0) as u8);
+    }
+}
