@@ -26,14 +26,44 @@ impl Rng {
 }
 
 const TERMS: &[&str] = &[
-    "firewall", "rule", "NAT", "zone", "policy", "subnet", "route", "TCP", "UDP", "VPN", "IPsec", "BGP", "OSPF",
-    "ACL", "DNS", "TLS", "certificate", "segment", "VLAN", "gateway", "session", "log", "compliance", "audit",
+    "firewall",
+    "rule",
+    "NAT",
+    "zone",
+    "policy",
+    "subnet",
+    "route",
+    "TCP",
+    "UDP",
+    "VPN",
+    "IPsec",
+    "BGP",
+    "OSPF",
+    "ACL",
+    "DNS",
+    "TLS",
+    "certificate",
+    "segment",
+    "VLAN",
+    "gateway",
+    "session",
+    "log",
+    "compliance",
+    "audit",
 ];
 
 /// A pronounceable vocabulary, so texts share words the way real prose does without repeating whole phrases.
 fn vocabulary(rng: &mut Rng) -> Vec<String> {
-    const SYL: &[&str] = &["ka", "to", "ri", "ne", "sa", "lo", "mi", "du", "pe", "an", "or", "ti", "ve", "qu", "bo"];
-    (0..4000).map(|_| (0..2 + rng.below(3)).map(|_| SYL[rng.below(SYL.len())]).collect::<String>()).collect()
+    const SYL: &[&str] = &[
+        "ka", "to", "ri", "ne", "sa", "lo", "mi", "du", "pe", "an", "or", "ti", "ve", "qu", "bo",
+    ];
+    (0..4000)
+        .map(|_| {
+            (0..2 + rng.below(3))
+                .map(|_| SYL[rng.below(SYL.len())])
+                .collect::<String>()
+        })
+        .collect()
 }
 
 fn sentence(rng: &mut Rng, vocab: &[String], out: &mut String) {
@@ -84,7 +114,14 @@ fn generate(path: &Path, n: usize) -> std::io::Result<()> {
             let (q, a) = recent[rng.below(recent.len())].clone();
             (q, a.replace(". ", " ; ").replace("\n\n", "\n"))
         } else if kind < 20 {
-            ("What is NAT?".to_string(), if kind < 17 { "TODO".into() } else { "[insert answer here] about NAT rules.".into() })
+            (
+                "What is NAT?".to_string(),
+                if kind < 17 {
+                    "TODO".into()
+                } else {
+                    "[insert answer here] about NAT rules.".into()
+                },
+            )
         } else {
             let r = record(&mut rng, &vocab, i);
             if recent.len() < 1024 {
@@ -96,7 +133,10 @@ fn generate(path: &Path, n: usize) -> std::io::Result<()> {
             r
         };
         let topic = TERMS[i % 8];
-        serde_json::to_writer(&mut out, &serde_json::json!({"topic": topic, "question": q, "answer": a}))?;
+        serde_json::to_writer(
+            &mut out,
+            &serde_json::json!({"topic": topic, "question": q, "answer": a}),
+        )?;
         out.write_all(b"\n")?;
     }
     out.flush()
@@ -113,7 +153,9 @@ fn peak_rss_mib() -> f64 {
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 fn main() {

@@ -23,7 +23,9 @@ fn args(inputs: Vec<PathBuf>, out: &Path) -> Args {
 
 fn read_jsonl(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: {e}: {l}", path.display()))).collect()
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: {e}: {l}", path.display())))
+        .collect()
 }
 
 /// The invariant, from the files themselves as well as from the stats.
@@ -81,44 +83,76 @@ fn the_shipped_sample_is_curated_with_every_drop_explained() {
     ] {
         let r = by_id(id);
         assert_eq!(r["reason"], reason, "{id}: {r}");
-        assert!(r["source"].as_str().is_some_and(|s| s.contains("bad-records.jsonl:")), "{r}");
+        assert!(
+            r["source"].as_str().is_some_and(|s| s.contains("bad-records.jsonl:")),
+            "{r}"
+        );
     }
     // The exact copy of feat-004 and the original: one of them is kept, the other is an exact duplicate.
     let exact: Vec<&Value> = rejected.iter().filter(|r| r["reason"] == "exact_duplicate").collect();
     assert_eq!(exact.len(), 1, "{exact:?}");
-    assert!(exact[0]["keptSource"].as_str().is_some_and(|s| s.contains(".jsonl:")), "{}", exact[0]);
-    assert!(rejected.iter().any(|r| r["reason"] == "malformed_json" && r["detail"].as_str().is_some_and(|d| d.contains("truncated"))));
+    assert!(
+        exact[0]["keptSource"].as_str().is_some_and(|s| s.contains(".jsonl:")),
+        "{}",
+        exact[0]
+    );
+    assert!(
+        rejected
+            .iter()
+            .any(|r| r["reason"] == "malformed_json" && r["detail"].as_str().is_some_and(|d| d.contains("truncated")))
+    );
     // Trainer's input: ShareGPT, tool calls as objects, tools attached where used.
     let train = read_jsonl(&dir.join("train.jsonl"));
     for line in &train {
         let turns = line["conversations"].as_array().expect("conversations");
-        assert!(turns.iter().all(|t| matches!(t["from"].as_str(), Some("system" | "human" | "gpt" | "tool"))));
+        assert!(
+            turns
+                .iter()
+                .all(|t| matches!(t["from"].as_str(), Some("system" | "human" | "gpt" | "tool")))
+        );
         assert!(line["source"].is_string());
     }
     let with_calls = train
         .iter()
         .chain(read_jsonl(&dir.join("eval.jsonl")).iter())
-        .filter(|l| l["conversations"].as_array().is_some_and(|t| t.iter().any(|t| t.get("tool_calls").is_some())))
+        .filter(|l| {
+            l["conversations"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| t.get("tool_calls").is_some()))
+        })
         .cloned()
         .collect::<Vec<_>>();
     assert!(with_calls.len() >= 20, "{}", with_calls.len());
     for l in &with_calls {
         assert_eq!(l["tools"].as_array().map(Vec::len), Some(3), "{l}");
-        let call = l["conversations"].as_array().and_then(|t| t.iter().find_map(|t| t.get("tool_calls"))).expect("call");
+        let call = l["conversations"]
+            .as_array()
+            .and_then(|t| t.iter().find_map(|t| t.get("tool_calls")))
+            .expect("call");
         assert!(call[0]["arguments"].is_object());
     }
     // Per-topic pass rates and the histogram cover the seed's FireWeave topics.
     let topics: Vec<&str> = s.topics.iter().map(|t| t.name.as_str()).collect();
-    for t in ["fireweave-features", "fireweave-troubleshooting", "fireweave-api", "fireweave-function-calling", "fireweave-disambiguation"] {
+    for t in [
+        "fireweave-features",
+        "fireweave-troubleshooting",
+        "fireweave-api",
+        "fireweave-function-calling",
+        "fireweave-disambiguation",
+    ] {
         assert!(topics.contains(&t), "{topics:?}");
     }
     assert_eq!(s.score_histogram.iter().map(|b| b.count).sum::<usize>(), s.valid);
     let svg = std::fs::read_to_string(dir.join("score-histogram.svg")).expect("svg");
     assert!(svg.starts_with("<svg") && svg.contains("50-59"));
     // The result went to the termination log too.
-    let log: Value = serde_json::from_str(&std::fs::read_to_string(tmp.path().join("termination-log")).unwrap_or_default())
-        .unwrap_or(Value::Null);
-    assert!(log.is_null(), "the termination log is written only when the file exists");
+    let log: Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("termination-log")).unwrap_or_default())
+            .unwrap_or(Value::Null);
+    assert!(
+        log.is_null(),
+        "the termination log is written only when the file exists"
+    );
 }
 
 #[test]
@@ -132,7 +166,12 @@ fn reruns_are_deterministic_and_content_addressed() {
     let log: Value = serde_json::from_str(&std::fs::read_to_string(tmp.path().join("termination-log")).expect("log"))
         .expect("termination log is JSON");
     assert_eq!(log["artifact"]["digest"], a.artifact.digest.as_str());
-    assert_eq!(std::fs::read_to_string(tmp.path().join("latest")).expect("latest").trim(), a.artifact.digest);
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("latest"))
+            .expect("latest")
+            .trim(),
+        a.artifact.digest
+    );
     // No temporary folders are left behind.
     let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
         .expect("ls")
@@ -158,7 +197,11 @@ fn the_split_is_stratified_by_topic() {
     let dir = check_invariant(tmp.path(), &r);
     let eval = read_jsonl(&dir.join("eval.jsonl"));
     let train = read_jsonl(&dir.join("train.jsonl"));
-    for topic in ["fireweave-features", "fireweave-troubleshooting", "fireweave-function-calling"] {
+    for topic in [
+        "fireweave-features",
+        "fireweave-troubleshooting",
+        "fireweave-function-calling",
+    ] {
         let e = eval.iter().filter(|l| l["topic"] == topic).count();
         let t = train.iter().filter(|l| l["topic"] == topic).count();
         let expected = ((e + t) as f64 * 0.2).round() as usize;
@@ -178,27 +221,47 @@ fn malformed_files_give_clear_errors_and_never_panic() {
     std::fs::write(inputs.join("garbage.json"), &garbage).expect("write");
     std::fs::write(inputs.join("garbage.jsonl"), &garbage).expect("write");
     // 50 MB on one line: a single giant record.
-    let huge = format!("{{\"question\": \"big\", \"answer\": \"{}\"}}\n{good}\n", "a".repeat(50 << 20));
+    let huge = format!(
+        "{{\"question\": \"big\", \"answer\": \"{}\"}}\n{good}\n",
+        "a".repeat(50 << 20)
+    );
     std::fs::write(inputs.join("huge.jsonl"), huge).expect("write");
     let out = tmp.path().join("out");
     let r = dataset::run(args(vec![inputs], &out)).expect("malformed records are rejections, not a failed run");
     let dir = check_invariant(&out, &r);
     assert_eq!(r.stats.kept, 2, "{:?}", r.stats);
     let rejected = read_jsonl(&dir.join("rejected.jsonl"));
-    let find = |file: &str| rejected.iter().filter(|r| r["source"].as_str().is_some_and(|s| s.contains(file))).collect::<Vec<_>>();
+    let find = |file: &str| {
+        rejected
+            .iter()
+            .filter(|r| r["source"].as_str().is_some_and(|s| s.contains(file)))
+            .collect::<Vec<_>>()
+    };
     let t = find("truncated.json:");
     assert_eq!(t.len(), 1);
     assert_eq!(t[0]["reason"], "malformed_json");
-    assert!(t[0]["detail"].as_str().is_some_and(|d| d.contains("truncated")), "{}", t[0]);
+    assert!(
+        t[0]["detail"].as_str().is_some_and(|d| d.contains("truncated")),
+        "{}",
+        t[0]
+    );
     assert!(t[0]["source"].as_str().is_some_and(|s| s.ends_with(":2")), "{}", t[0]);
     let g = find("garbage.json:");
     assert_eq!(g.len(), 1);
-    assert!(g[0]["detail"].as_str().is_some_and(|d| d.contains("binary")), "{}", g[0]);
+    assert!(
+        g[0]["detail"].as_str().is_some_and(|d| d.contains("binary")),
+        "{}",
+        g[0]
+    );
     assert!(find("garbage.jsonl:").iter().all(|r| r["reason"] == "malformed_json"));
     let h = find("huge.jsonl:1");
     assert_eq!(h.len(), 1);
     assert_eq!(h[0]["reason"], "record_too_large");
-    assert!(h[0]["detail"].as_str().is_some_and(|d| d.contains("maxRecordBytes")), "{}", h[0]);
+    assert!(
+        h[0]["detail"].as_str().is_some_and(|d| d.contains("maxRecordBytes")),
+        "{}",
+        h[0]
+    );
 }
 
 #[test]
@@ -228,17 +291,31 @@ fn a_spec_file_drives_the_run_into_the_artifact_layout() {
     a.spec = Some(spec);
     a.artifacts = artifacts.clone();
     let r = dataset::run(a).expect("runs");
-    assert!(r.artifact.uri.starts_with("datasets/team-a/sample/"), "{}", r.artifact.uri);
+    assert!(
+        r.artifact.uri.starts_with("datasets/team-a/sample/"),
+        "{}",
+        r.artifact.uri
+    );
     let dir = check_invariant(&artifacts, &r);
     assert_eq!(r.stats.min_quality_score, 60);
     let openai = read_jsonl(&dir.join("train.openai.jsonl"));
     assert_eq!(openai.len(), r.stats.train);
     let with_call = openai
         .iter()
-        .find(|l| l["messages"].as_array().is_some_and(|m| m.iter().any(|m| m.get("tool_calls").is_some())))
+        .find(|l| {
+            l["messages"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|m| m.get("tool_calls").is_some()))
+        })
         .expect("a tool-calling record");
     let msgs = with_call["messages"].as_array().expect("messages");
     let call = msgs.iter().find_map(|m| m.get("tool_calls")).expect("calls");
-    assert!(call[0]["function"]["arguments"].is_string(), "OpenAI encodes arguments as a string");
-    assert!(msgs.iter().any(|m| m["role"] == "tool" && m["tool_call_id"].is_string()));
+    assert!(
+        call[0]["function"]["arguments"].is_string(),
+        "OpenAI encodes arguments as a string"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m["role"] == "tool" && m["tool_call_id"].is_string())
+    );
 }

@@ -115,7 +115,11 @@ fn spec(provider: Provider, endpoint: &str, topics: &[(&str, u32)]) -> Synthesis
         api_key_secret_ref: None,
         topics: topics
             .iter()
-            .map(|(n, c)| SynthesisTopic { name: n.to_string(), count: *c, instructions: "Be concrete.".into() })
+            .map(|(n, c)| SynthesisTopic {
+                name: n.to_string(),
+                count: *c,
+                instructions: "Be concrete.".into(),
+            })
             .collect(),
         tokens_per_minute: 1_000_000,
         batch_size: 2,
@@ -124,12 +128,21 @@ fn spec(provider: Provider, endpoint: &str, topics: &[(&str, u32)]) -> Synthesis
 }
 
 fn fast() -> Tuning {
-    Tuning { window: Duration::from_secs(60), backoff: Duration::from_millis(10), max_attempts: 3, timeout: Duration::from_secs(10) }
+    Tuning {
+        window: Duration::from_secs(60),
+        backoff: Duration::from_millis(10),
+        max_attempts: 3,
+        timeout: Duration::from_secs(10),
+    }
 }
 
 fn curate_all(items: &[Item]) -> curate::Outcome {
     let cfg = Config {
-        rules: Rules { min_answer_chars: 40, reject_placeholders: true, tools: fireweave_tools() },
+        rules: Rules {
+            min_answer_chars: 40,
+            reject_placeholders: true,
+            tools: fireweave_tools(),
+        },
         min_score: 50,
         exact: true,
         near: 0.8,
@@ -146,10 +159,16 @@ const KEY: &str = "sk-test-5f1c0e9a-never-print-me";
 
 #[tokio::test]
 async fn each_provider_api_is_spoken_and_records_are_curated() {
-    for (provider, path) in
-        [(Provider::Openai, "/v1/chat/completions"), (Provider::Anthropic, "/v1/messages"), (Provider::Ollama, "/api/chat")]
-    {
-        let (url, log) = serve(Log { tokens_per_reply: 50, ..Default::default() }).await;
+    for (provider, path) in [
+        (Provider::Openai, "/v1/chat/completions"),
+        (Provider::Anthropic, "/v1/messages"),
+        (Provider::Ollama, "/api/chat"),
+    ] {
+        let (url, log) = serve(Log {
+            tokens_per_reply: 50,
+            ..Default::default()
+        })
+        .await;
         let cache = tempfile::tempdir().expect("tempdir");
         let s = spec(provider, &url, &[("palo-alto", 4), ("fireweave-function-calling", 2)]);
         let items = synth::synthesize(&s, &fireweave_tools(), cache.path(), Some(ApiKey::new(KEY)), &fast())
@@ -175,7 +194,10 @@ async fn each_provider_api_is_spoken_and_records_are_curated() {
             }
         }
         let prompt = log.requests[2].2.to_string();
-        assert!(prompt.contains("check_traffic_flow"), "function-calling prompts carry the tools");
+        assert!(
+            prompt.contains("check_traffic_flow"),
+            "function-calling prompts carry the tools"
+        );
         let out = curate_all(&items);
         assert_eq!(out.stats.kept, 6, "{:?}", out.stats);
         assert!(items.iter().all(|i| i.parsed.as_ref().is_ok_and(|c| c.topic.is_some())));
@@ -185,11 +207,22 @@ async fn each_provider_api_is_spoken_and_records_are_curated() {
 #[tokio::test]
 async fn a_429_is_retried_after_retry_after() {
     let script = VecDeque::from([Reply::Status(429, Some("0")), Reply::Status(503, None)]);
-    let (url, log) = serve(Log { script, tokens_per_reply: 50, ..Default::default() }).await;
+    let (url, log) = serve(Log {
+        script,
+        tokens_per_reply: 50,
+        ..Default::default()
+    })
+    .await;
     let cache = tempfile::tempdir().expect("tempdir");
-    let items = synth::synthesize(&spec(Provider::Openai, &url, &[("dns", 2)]), &[], cache.path(), None, &fast())
-        .await
-        .expect("retries succeed");
+    let items = synth::synthesize(
+        &spec(Provider::Openai, &url, &[("dns", 2)]),
+        &[],
+        cache.path(),
+        None,
+        &fast(),
+    )
+    .await
+    .expect("retries succeed");
     assert_eq!(items.len(), 2);
     assert_eq!(log.lock().expect("lock").requests.len(), 3, "429, 503, then success");
 }
@@ -197,21 +230,36 @@ async fn a_429_is_retried_after_retry_after() {
 #[tokio::test]
 async fn the_tokens_per_minute_budget_holds() {
     // Budget 1,000 tokens per 1 s window; every call really uses 400 (reported usage).
-    let (url, log) = serve(Log { tokens_per_reply: 400, ..Default::default() }).await;
+    let (url, log) = serve(Log {
+        tokens_per_reply: 400,
+        ..Default::default()
+    })
+    .await;
     let cache = tempfile::tempdir().expect("tempdir");
     let mut s = spec(Provider::Openai, &url, &[("aws", 12)]);
     s.tokens_per_minute = 1000;
-    let tuning = Tuning { window: Duration::from_secs(1), ..fast() };
+    let tuning = Tuning {
+        window: Duration::from_secs(1),
+        ..fast()
+    };
     let started = Instant::now();
-    let items = synth::synthesize(&s, &[], cache.path(), None, &tuning).await.expect("runs");
+    let items = synth::synthesize(&s, &[], cache.path(), None, &tuning)
+        .await
+        .expect("runs");
     assert_eq!(items.len(), 12);
     let log = log.lock().expect("lock");
     let times: Vec<Instant> = log.requests.iter().map(|r| r.0).collect();
     assert_eq!(times.len(), 6);
     // In any window (less a margin for scheduling jitter) at most 2 requests × 400 tokens fit in 1,000.
     for (i, t) in times.iter().enumerate() {
-        let in_window = times[i..].iter().filter(|u| u.duration_since(*t) < Duration::from_millis(950)).count();
-        assert!(in_window as u64 * 400 <= 1000, "request {i}: {in_window} requests within one window");
+        let in_window = times[i..]
+            .iter()
+            .filter(|u| u.duration_since(*t) < Duration::from_millis(950))
+            .count();
+        assert!(
+            in_window as u64 * 400 <= 1000,
+            "request {i}: {in_window} requests within one window"
+        );
     }
     // 2,400 tokens at 1,000 per window cannot be done in less than two windows.
     assert!(started.elapsed() >= Duration::from_secs(2), "{:?}", started.elapsed());
@@ -222,17 +270,34 @@ async fn a_crash_mid_run_resumes_without_regenerating_or_duplicating() {
     let cache = tempfile::tempdir().expect("tempdir");
     let s0 = |url: &str| spec(Provider::Anthropic, url, &[("azure-security", 4), ("zero-trust", 4)]);
     // The provider dies after two answered batches; the run fails.
-    let (url, first) = serve(Log { fail_after: Some(2), tokens_per_reply: 50, ..Default::default() }).await;
+    let (url, first) = serve(Log {
+        fail_after: Some(2),
+        tokens_per_reply: 50,
+        ..Default::default()
+    })
+    .await;
     let err = synth::synthesize(&s0(&url), &[], cache.path(), Some(ApiKey::new(KEY)), &fast())
         .await
         .expect_err("the outage fails the run");
     let msg = err.to_string();
-    assert!(msg.contains("500") && msg.contains("batch 0") && msg.contains("zero-trust"), "{msg}");
-    assert!(!msg.contains(KEY) && !format!("{err:?}").contains(KEY), "the key never appears");
+    assert!(
+        msg.contains("500") && msg.contains("batch 0") && msg.contains("zero-trust"),
+        "{msg}"
+    );
+    assert!(
+        !msg.contains(KEY) && !format!("{err:?}").contains(KEY),
+        "the key never appears"
+    );
     assert_eq!(first.lock().expect("lock").served, 2);
     // The rerun asks only for the two missing batches.
-    let (url2, second) = serve(Log { tokens_per_reply: 50, ..Default::default() }).await;
-    let items = synth::synthesize(&s0(&url2), &[], cache.path(), Some(ApiKey::new(KEY)), &fast()).await.expect("resumes");
+    let (url2, second) = serve(Log {
+        tokens_per_reply: 50,
+        ..Default::default()
+    })
+    .await;
+    let items = synth::synthesize(&s0(&url2), &[], cache.path(), Some(ApiKey::new(KEY)), &fast())
+        .await
+        .expect("resumes");
     assert_eq!(second.lock().expect("lock").requests.len(), 2);
     assert_eq!(items.len(), 8);
     let out = curate_all(&items);
@@ -240,7 +305,9 @@ async fn a_crash_mid_run_resumes_without_regenerating_or_duplicating() {
     assert_eq!(out.stats.kept, 8);
     // And a third run asks for nothing at all.
     let (url3, third) = serve(Log::default()).await;
-    let again = synth::synthesize(&s0(&url3), &[], cache.path(), Some(ApiKey::new(KEY)), &fast()).await.expect("cached");
+    let again = synth::synthesize(&s0(&url3), &[], cache.path(), Some(ApiKey::new(KEY)), &fast())
+        .await
+        .expect("cached");
     assert_eq!(again.len(), 8);
     assert!(third.lock().expect("lock").requests.is_empty());
 }
@@ -251,12 +318,27 @@ async fn malformed_model_output_is_rejected_with_a_reason() {
         Reply::Text("Sure! Here are two great examples about firewalls for you.".into()),
         Reply::Text("```json\n{\"examples\": [{\"question\": \"What is a DMZ\", \"answer\": \"A DMZ".into()),
     ]);
-    let (url, _log) = serve(Log { script, tokens_per_reply: 50, ..Default::default() }).await;
+    let (url, _log) = serve(Log {
+        script,
+        tokens_per_reply: 50,
+        ..Default::default()
+    })
+    .await;
     let cache = tempfile::tempdir().expect("tempdir");
-    let items = synth::synthesize(&spec(Provider::Ollama, &url, &[("osi-model", 6)]), &[], cache.path(), None, &fast())
-        .await
-        .expect("malformed output is data, not a failed run");
-    assert_eq!(items.len(), 4, "two malformed batches (one rejection each) and one good batch of two");
+    let items = synth::synthesize(
+        &spec(Provider::Ollama, &url, &[("osi-model", 6)]),
+        &[],
+        cache.path(),
+        None,
+        &fast(),
+    )
+    .await
+    .expect("malformed output is data, not a failed run");
+    assert_eq!(
+        items.len(),
+        4,
+        "two malformed batches (one rejection each) and one good batch of two"
+    );
     let out = curate_all(&items);
     let reasons: Vec<Reason> = out
         .fates
@@ -266,7 +348,10 @@ async fn malformed_model_output_is_rejected_with_a_reason() {
             _ => None,
         })
         .collect();
-    assert_eq!(reasons, vec![Reason::MalformedModelOutput, Reason::MalformedModelOutput]);
+    assert_eq!(
+        reasons,
+        vec![Reason::MalformedModelOutput, Reason::MalformedModelOutput]
+    );
     assert_eq!(out.stats.kept, 2);
 }
 
@@ -276,10 +361,18 @@ fn api_keys_are_redacted_and_read_from_a_secret_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir_all(dir.path().join("openai")).expect("mkdir");
     std::fs::write(dir.path().join("openai/key"), format!("{KEY}\n")).expect("write");
-    let r = fireweave_ai::dataset::spec::SecretKeyRef { name: "openai".into(), key: "key".into() };
-    let k = ApiKey::resolve(Provider::Openai, Some(&r), dir.path()).expect("reads").expect("some");
+    let r = fireweave_ai::dataset::spec::SecretKeyRef {
+        name: "openai".into(),
+        key: "key".into(),
+    };
+    let k = ApiKey::resolve(Provider::Openai, Some(&r), dir.path())
+        .expect("reads")
+        .expect("some");
     assert!(!format!("{k:?}").contains("sk-"));
-    let missing = fireweave_ai::dataset::spec::SecretKeyRef { name: "nope".into(), key: "key".into() };
+    let missing = fireweave_ai::dataset::spec::SecretKeyRef {
+        name: "nope".into(),
+        key: "key".into(),
+    };
     let err = ApiKey::resolve(Provider::Openai, Some(&missing), Path::new("/nonexistent")).expect_err("missing");
     assert!(err.to_string().contains("/nonexistent/nope/key"), "{err}");
 }

@@ -27,7 +27,12 @@ pub enum Fate {
     Eval,
     Rejected(Rejection),
     /// A duplicate of item `keep`, in cluster `cluster`.
-    Duplicate { reason: Reason, keep: usize, cluster: usize, similarity_pct: u8 },
+    Duplicate {
+        reason: Reason,
+        keep: usize,
+        cluster: usize,
+        similarity_pct: u8,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -129,7 +134,10 @@ pub fn curate(items: &[Item], cfg: &Config) -> Result<Outcome, InvariantError> {
                 if s.total < cfg.min_score {
                     fates.push(Fate::Rejected(Rejection::new(
                         Reason::LowQuality,
-                        format!("quality score {} is below filters.minQualityScore {}", s.total, cfg.min_score),
+                        format!(
+                            "quality score {} is below filters.minQualityScore {}",
+                            s.total, cfg.min_score
+                        ),
                     )));
                 } else {
                     fates.push(Fate::Train);
@@ -159,9 +167,17 @@ pub fn curate(items: &[Item], cfg: &Config) -> Result<Outcome, InvariantError> {
                         similarity_pct: 100,
                     }
                 }
-                Verdict::NearDuplicateOf { keep, cluster, similarity_pct } => {
-                    fates[i] =
-                        Fate::Duplicate { reason: Reason::NearDuplicate, keep: candidates[keep], cluster, similarity_pct }
+                Verdict::NearDuplicateOf {
+                    keep,
+                    cluster,
+                    similarity_pct,
+                } => {
+                    fates[i] = Fate::Duplicate {
+                        reason: Reason::NearDuplicate,
+                        keep: candidates[keep],
+                        cluster,
+                        similarity_pct,
+                    }
                 }
             }
         }
@@ -172,9 +188,19 @@ pub fn curate(items: &[Item], cfg: &Config) -> Result<Outcome, InvariantError> {
     let stats = stats(items, &fates, &scores, &clusters, cfg);
     let (kept, rejected, duplicates) = (stats.kept, stats.rejected, stats.duplicates);
     if kept + rejected + duplicates != n || stats.train + stats.eval != kept {
-        return Err(InvariantError { input: n, kept, rejected, duplicates });
+        return Err(InvariantError {
+            input: n,
+            kept,
+            rejected,
+            duplicates,
+        });
     }
-    Ok(Outcome { fates, scores, clusters, stats })
+    Ok(Outcome {
+        fates,
+        scores,
+        clusters,
+        stats,
+    })
 }
 
 /// Split key per kept record: a hash of its content, so the split does not move when files are reordered.
@@ -185,7 +211,9 @@ fn split_keys(items: &[Item], fates: &[Fate]) -> Vec<u64> {
         .map(|(item, fate)| match (fate, &item.parsed) {
             (Fate::Train, Ok(c)) => {
                 let text = dedup_text(c);
-                text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+                text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                    (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+                })
             }
             _ => 0,
         })
@@ -204,8 +232,16 @@ fn split(items: &[Item], fates: &mut [Fate], keys: &[u64], cfg: &Config) {
     let mut by_topic: BTreeMap<&str, Vec<(u64, usize)>> = BTreeMap::new();
     for (i, f) in fates.iter().enumerate() {
         if *f == Fate::Train {
-            let topic = items[i].parsed.as_ref().ok().and_then(|c| c.topic.as_deref()).unwrap_or("");
-            by_topic.entry(topic).or_default().push((mix(keys[i] ^ mix(cfg.seed)), i));
+            let topic = items[i]
+                .parsed
+                .as_ref()
+                .ok()
+                .and_then(|c| c.topic.as_deref())
+                .unwrap_or("");
+            by_topic
+                .entry(topic)
+                .or_default()
+                .push((mix(keys[i] ^ mix(cfg.seed)), i));
         }
     }
     for (_, mut members) in by_topic {
@@ -218,7 +254,11 @@ fn split(items: &[Item], fates: &mut [Fate], keys: &[u64], cfg: &Config) {
 }
 
 fn stats(items: &[Item], fates: &[Fate], scores: &[Option<Score>], clusters: &[Option<usize>], cfg: &Config) -> Stats {
-    let mut s = Stats { input: items.len(), min_quality_score: cfg.min_score, ..Stats::default() };
+    let mut s = Stats {
+        input: items.len(),
+        min_quality_score: cfg.min_score,
+        ..Stats::default()
+    };
     let mut hist = [0usize; 10];
     let mut topics: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     let mut comp = [0f64; 8];
@@ -255,7 +295,9 @@ fn stats(items: &[Item], fates: &[Fate], scores: &[Option<Score>], clusters: &[O
             }
         }
         if let Ok(c) = &items[i].parsed {
-            let t = topics.entry(c.topic.clone().unwrap_or_else(|| "untagged".into())).or_default();
+            let t = topics
+                .entry(c.topic.clone().unwrap_or_else(|| "untagged".into()))
+                .or_default();
             t.1 += 1;
             if scores[i].is_some_and(|sc| sc.total >= cfg.min_score) {
                 t.0 += 1;
@@ -268,16 +310,32 @@ fn stats(items: &[Item], fates: &[Fate], scores: &[Option<Score>], clusters: &[O
         .iter()
         .enumerate()
         .map(|(b, &count)| Bucket {
-            bucket: if b == 9 { "90-100".into() } else { format!("{}-{}", b * 10, b * 10 + 9) },
+            bucket: if b == 9 {
+                "90-100".into()
+            } else {
+                format!("{}-{}", b * 10, b * 10 + 9)
+            },
             count,
         })
         .collect();
-    s.topics = topics.into_iter().map(|(name, (passed, total))| TopicStats { name, passed, total }).collect();
+    s.topics = topics
+        .into_iter()
+        .map(|(name, (passed, total))| TopicStats { name, passed, total })
+        .collect();
     if s.valid > 0 {
-        let names =
-            ["length", "codeBlocks", "cliConfig", "technicalDepth", "formatting", "toolUse", "repetitionPenalty", "truncationPenalty"];
+        let names = [
+            "length",
+            "codeBlocks",
+            "cliConfig",
+            "technicalDepth",
+            "formatting",
+            "toolUse",
+            "repetitionPenalty",
+            "truncationPenalty",
+        ];
         for (k, name) in names.into_iter().enumerate() {
-            s.mean_score_components.insert(name, ((comp[k] / s.valid as f64) * 100.0).round() as f32 / 100.0);
+            s.mean_score_components
+                .insert(name, ((comp[k] / s.valid as f64) * 100.0).round() as f32 / 100.0);
         }
     }
     s

@@ -33,20 +33,27 @@ pub fn fingerprint(text: &str) -> Fingerprint {
     let digest = Sha256::digest(norm.as_bytes());
     let mut exact = [0u8; 16];
     exact.copy_from_slice(&digest[..16]);
-    let words: Vec<&str> = norm.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect();
+    let words: Vec<&str> = norm
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
     let mut facts = 0xcbf2_9ce4_8422_2325u64;
     for w in &words {
         let is_number = w.bytes().all(|c| c.is_ascii_digit());
         const POLARITY: [&str; 16] = [
-            "allow", "allowed", "permit", "deny", "denied", "block", "blocked", "drop", "reject", "not", "no",
-            "never", "enable", "disable", "inbound", "outbound",
+            "allow", "allowed", "permit", "deny", "denied", "block", "blocked", "drop", "reject", "not", "no", "never",
+            "enable", "disable", "inbound", "outbound",
         ];
         if is_number || POLARITY.contains(w) {
             facts = fnv(facts, w.as_bytes());
             facts = fnv(facts, b" ");
         }
     }
-    Fingerprint { exact, minhash: Box::new(minhash(&words)), facts }
+    Fingerprint {
+        exact,
+        minhash: Box::new(minhash(&words)),
+        facts,
+    }
 }
 
 fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
@@ -89,10 +96,20 @@ fn minhash(words: &[&str]) -> [u32; NUM_PERM] {
         }
     };
     if words.len() < 3 {
-        shingle(words.iter().fold(0xcbf2_9ce4_8422_2325, |h, w| fnv(fnv(h, w.as_bytes()), b" ")));
+        shingle(
+            words
+                .iter()
+                .fold(0xcbf2_9ce4_8422_2325, |h, w| fnv(fnv(h, w.as_bytes()), b" ")),
+        );
     } else {
         for w in words.windows(3) {
-            shingle(fnv(fnv(fnv(fnv(fnv(0xcbf2_9ce4_8422_2325, w[0].as_bytes()), b" "), w[1].as_bytes()), b" "), w[2].as_bytes()));
+            shingle(fnv(
+                fnv(
+                    fnv(fnv(fnv(0xcbf2_9ce4_8422_2325, w[0].as_bytes()), b" "), w[1].as_bytes()),
+                    b" ",
+                ),
+                w[2].as_bytes(),
+            ));
         }
     }
     sig
@@ -130,9 +147,18 @@ pub fn lsh_params(threshold: f64) -> (usize, usize) {
 pub enum Verdict {
     Unique,
     /// Kept as the representative of cluster `cluster`.
-    Representative { cluster: usize },
-    ExactDuplicateOf { keep: usize, cluster: usize },
-    NearDuplicateOf { keep: usize, cluster: usize, similarity_pct: u8 },
+    Representative {
+        cluster: usize,
+    },
+    ExactDuplicateOf {
+        keep: usize,
+        cluster: usize,
+    },
+    NearDuplicateOf {
+        keep: usize,
+        cluster: usize,
+        similarity_pct: u8,
+    },
 }
 
 struct UnionFind(Vec<u32>);
@@ -237,7 +263,11 @@ pub fn dedup(fps: &[Fingerprint], scores: &[u8], exact: bool, near: f64) -> Vec<
             Verdict::ExactDuplicateOf { keep, cluster }
         } else {
             let s = similarity(&fps[i].minhash, &fps[keep].minhash);
-            Verdict::NearDuplicateOf { keep, cluster, similarity_pct: (s * 100.0).round() as u8 }
+            Verdict::NearDuplicateOf {
+                keep,
+                cluster,
+                similarity_pct: (s * 100.0).round() as u8,
+            }
         };
     }
     out
@@ -274,7 +304,18 @@ mod tests {
         let v = run(&[A, &b], &[55, 70], 0.8);
         // The higher-scoring member is kept, whatever its position.
         assert_eq!(v[1], Verdict::Representative { cluster: 0 });
-        assert!(matches!(v[0], Verdict::NearDuplicateOf { keep: 1, cluster: 0, similarity_pct: 100 }), "{:?}", v[0]);
+        assert!(
+            matches!(
+                v[0],
+                Verdict::NearDuplicateOf {
+                    keep: 1,
+                    cluster: 0,
+                    similarity_pct: 100
+                }
+            ),
+            "{:?}",
+            v[0]
+        );
     }
 
     #[test]
@@ -283,7 +324,10 @@ mod tests {
         let b = A.replace("443", "22").replace("allowed", "denied");
         let fa = fingerprint(A);
         let fb = fingerprint(&b);
-        assert!(similarity(&fa.minhash, &fb.minhash) > 0.6, "nearly every shingle is shared");
+        assert!(
+            similarity(&fa.minhash, &fb.minhash) > 0.6,
+            "nearly every shingle is shared"
+        );
         let v = run(&[A, &b], &[60, 60], 0.8);
         assert_eq!(v, vec![Verdict::Unique, Verdict::Unique]);
     }
@@ -293,7 +337,10 @@ mod tests {
         let other = "BGP selects the best path by local preference, AS path length, origin and MED; OSPF uses cost.";
         assert_eq!(run(&[A, other], &[60, 60], 0.8), vec![Verdict::Unique, Verdict::Unique]);
         // Rewrite half of the sentence: well below 0.8.
-        let half = format!("{} Then export the report as PDF for the auditors and archive it.", &A[..A.len() / 2]);
+        let half = format!(
+            "{} Then export the report as PDF for the auditors and archive it.",
+            &A[..A.len() / 2]
+        );
         assert_eq!(run(&[A, &half], &[60, 60], 0.8), vec![Verdict::Unique, Verdict::Unique]);
     }
 

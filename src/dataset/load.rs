@@ -5,10 +5,11 @@
 //! so it is counted, reported in rejected.jsonl and never silently lost. Only an unreadable path is an error.
 
 use super::reason::{Reason, Rejection};
+pub use super::convert::convert;
 use super::spec::InputFormat;
-use crate::chat::{Message, Role, ToolCall};
+use crate::chat::Message;
 use rayon::prelude::*;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -62,20 +63,32 @@ pub struct SourceOptions {
 /// Files a path stands for: the file itself, or every .json/.jsonl/.ndjson below a folder, sorted so that
 /// record order (and so every tie-break downstream) does not depend on the file system.
 pub fn expand(path: &Path) -> Result<Vec<PathBuf>, LoadError> {
-    let meta = std::fs::metadata(path).map_err(|source| LoadError::Io { path: path.into(), source })?;
+    let meta = std::fs::metadata(path).map_err(|source| LoadError::Io {
+        path: path.into(),
+        source,
+    })?;
     if meta.is_file() {
         return Ok(vec![path.to_path_buf()]);
     }
     let mut out = Vec::new();
     let mut stack = vec![path.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let entries = std::fs::read_dir(&dir).map_err(|source| LoadError::Io { path: dir.clone(), source })?;
+        let entries = std::fs::read_dir(&dir).map_err(|source| LoadError::Io {
+            path: dir.clone(),
+            source,
+        })?;
         for entry in entries {
-            let entry = entry.map_err(|source| LoadError::Io { path: dir.clone(), source })?;
+            let entry = entry.map_err(|source| LoadError::Io {
+                path: dir.clone(),
+                source,
+            })?;
             let p = entry.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if matches!(p.extension().and_then(|e| e.to_str()), Some("json" | "jsonl" | "ndjson")) {
+            } else if matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("json" | "jsonl" | "ndjson")
+            ) {
                 out.push(p);
             }
         }
@@ -89,7 +102,10 @@ pub fn expand(path: &Path) -> Result<Vec<PathBuf>, LoadError> {
 
 /// Reads one file into items.
 pub fn load_file(path: &Path, opts: &SourceOptions) -> Result<Vec<Item>, LoadError> {
-    let bytes = std::fs::read(path).map_err(|source| LoadError::Io { path: path.into(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
+        path: path.into(),
+        source,
+    })?;
     Ok(parse_bytes(&bytes, &path.display().to_string(), opts))
 }
 
@@ -103,12 +119,19 @@ pub fn parse_bytes(bytes: &[u8], file: &str, opts: &SourceOptions) -> Vec<Item> 
         None => Vec::new(),
         Some(b'[') => split_array(bytes, body_start),
         Some(b'{') if is_json_ext && single_object(bytes, body_start) => {
-            vec![Piece { start: body_start, end: bytes.len(), error: None }]
+            vec![Piece {
+                start: body_start,
+                end: bytes.len(),
+                error: None,
+            }]
         }
         Some(_) if is_json_ext && !bytes[body_start].is_ascii_graphic() => vec![Piece {
             start: body_start,
             end: bytes.len(),
-            error: Some(format!("not JSON: file starts with byte 0x{:02x} (binary data?)", bytes[body_start])),
+            error: Some(format!(
+                "not JSON: file starts with byte 0x{:02x} (binary data?)",
+                bytes[body_start]
+            )),
         }],
         Some(_) => split_lines(bytes),
     };
@@ -116,7 +139,10 @@ pub fn parse_bytes(bytes: &[u8], file: &str, opts: &SourceOptions) -> Vec<Item> 
     pieces
         .into_par_iter()
         .map(|p| {
-            let origin = Origin { file: file.clone(), line: lines.line_of(p.start) };
+            let origin = Origin {
+                file: file.clone(),
+                line: lines.line_of(p.start),
+            };
             let parsed = match p.error {
                 Some(detail) => Err(Rejection::new(Reason::MalformedJson, detail)),
                 None => parse_record(&bytes[p.start..p.end], opts),
@@ -130,11 +156,18 @@ fn parse_record(raw: &[u8], opts: &SourceOptions) -> Result<Conversation, Reject
     if raw.len() > opts.max_record_bytes {
         return Err(Rejection::new(
             Reason::RecordTooLarge,
-            format!("record is {} bytes; the limit (filters.maxRecordBytes) is {}", raw.len(), opts.max_record_bytes),
+            format!(
+                "record is {} bytes; the limit (filters.maxRecordBytes) is {}",
+                raw.len(),
+                opts.max_record_bytes
+            ),
         ));
     }
     let text = std::str::from_utf8(raw).map_err(|e| {
-        Rejection::new(Reason::MalformedJson, format!("not UTF-8 text at byte {} (binary data?)", e.valid_up_to()))
+        Rejection::new(
+            Reason::MalformedJson,
+            format!("not UTF-8 text at byte {} (binary data?)", e.valid_up_to()),
+        )
     })?;
     let value: Value = serde_json::from_str(text).map_err(|e| {
         let what = if e.is_eof() { "truncated JSON" } else { "invalid JSON" };
@@ -164,9 +197,16 @@ fn split_lines(bytes: &[u8]) -> Vec<Piece> {
     let mut out = Vec::new();
     let mut start = 0;
     while start < bytes.len() {
-        let end = bytes[start..].iter().position(|&c| c == b'\n').map_or(bytes.len(), |p| start + p);
+        let end = bytes[start..]
+            .iter()
+            .position(|&c| c == b'\n')
+            .map_or(bytes.len(), |p| start + p);
         if bytes[start..end].iter().any(|c| !c.is_ascii_whitespace()) {
-            out.push(Piece { start, end, error: None });
+            out.push(Piece {
+                start,
+                end,
+                error: None,
+            });
         }
         start = end + 1;
     }
@@ -191,12 +231,20 @@ fn split_array(bytes: &[u8], open: usize) -> Vec<Piece> {
     }
     loop {
         if i >= bytes.len() {
-            out.push(Piece { start: open, end: bytes.len(), error: Some("truncated JSON: the array is not closed".into()) });
+            out.push(Piece {
+                start: open,
+                end: bytes.len(),
+                error: Some("truncated JSON: the array is not closed".into()),
+            });
             return out;
         }
         match scan_value(bytes, i) {
             Ok(end) => {
-                out.push(Piece { start: i, end, error: None });
+                out.push(Piece {
+                    start: i,
+                    end,
+                    error: None,
+                });
                 let j = skip_ws_bom(bytes, end);
                 match bytes.get(j) {
                     Some(b',') => i = skip_ws_bom(bytes, j + 1),
@@ -230,7 +278,11 @@ fn split_array(bytes: &[u8], open: usize) -> Vec<Piece> {
                 }
             }
             Err(msg) => {
-                out.push(Piece { start: i, end: bytes.len(), error: Some(msg) });
+                out.push(Piece {
+                    start: i,
+                    end: bytes.len(),
+                    error: Some(msg),
+                });
                 return out;
             }
         }
@@ -289,258 +341,18 @@ struct LineIndex {
 
 impl LineIndex {
     fn new(b: &[u8]) -> Self {
-        LineIndex { newlines: b.iter().enumerate().filter(|(_, c)| **c == b'\n').map(|(i, _)| i).collect() }
+        LineIndex {
+            newlines: b
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| **c == b'\n')
+                .map(|(i, _)| i)
+                .collect(),
+        }
     }
     fn line_of(&self, offset: usize) -> usize {
         self.newlines.partition_point(|&n| n < offset) + 1
     }
-}
-
-/// Turns one JSON record into a conversation. Structural problems (no known shape, a missing field, an
-/// unknown role) are rejections here; content rules live in `validate`.
-pub fn convert(value: Value, opts: &SourceOptions) -> Result<Conversation, Rejection> {
-    let mut obj = match value {
-        Value::Object(o) => o,
-        other => {
-            return Err(Rejection::new(Reason::UnknownFormat, format!("record is a JSON {}, not an object", kind(&other))));
-        }
-    };
-    let format = match opts.format {
-        InputFormat::Auto => detect(&obj)?,
-        f => f,
-    };
-    let id = match obj.remove("id") {
-        Some(Value::String(s)) => Some(s),
-        Some(Value::Number(n)) => Some(n.to_string()),
-        _ => None,
-    };
-    let topic = match obj.get("topic").or_else(|| obj.get("category")) {
-        Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
-        _ => opts.topic.clone(),
-    };
-    let tools = tools_of(obj.remove("tools"))?;
-    let messages = match format {
-        InputFormat::Qa => qa_messages(&mut obj)?,
-        InputFormat::Sharegpt => sharegpt_messages(&mut obj)?,
-        InputFormat::Openai | InputFormat::Auto => openai_messages(&mut obj)?,
-    };
-    Ok(Conversation { id, topic, messages, tools })
-}
-
-fn detect(obj: &Map<String, Value>) -> Result<InputFormat, Rejection> {
-    if obj.contains_key("conversations") {
-        Ok(InputFormat::Sharegpt)
-    } else if obj.contains_key("messages") {
-        Ok(InputFormat::Openai)
-    } else if obj.contains_key("question") || obj.contains_key("answer") {
-        Ok(InputFormat::Qa)
-    } else {
-        let keys: Vec<&str> = obj.keys().map(String::as_str).take(8).collect();
-        Err(Rejection::new(
-            Reason::UnknownFormat,
-            format!("no question/answer, conversations or messages field (keys: {})", keys.join(", ")),
-        ))
-    }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
-
-fn string_field(obj: &mut Map<String, Value>, key: &str, at: &str) -> Result<String, Rejection> {
-    match obj.remove(key) {
-        Some(Value::String(s)) => Ok(s),
-        None | Some(Value::Null) => Err(Rejection::new(Reason::MissingField, format!("{at}{key} is missing"))),
-        Some(other) => Err(Rejection::new(Reason::MissingField, format!("{at}{key} is a {}, not a string", kind(&other)))),
-    }
-}
-
-fn qa_messages(obj: &mut Map<String, Value>) -> Result<Vec<Message>, Rejection> {
-    let mut messages = Vec::with_capacity(3);
-    if let Some(Value::String(system)) = obj.remove("system") {
-        messages.push(Message::system(system));
-    }
-    messages.push(Message::user(string_field(obj, "question", "")?));
-    messages.push(Message::assistant(string_field(obj, "answer", "")?));
-    Ok(messages)
-}
-
-fn array_field(obj: &mut Map<String, Value>, key: &str) -> Result<Vec<Value>, Rejection> {
-    match obj.remove(key) {
-        Some(Value::Array(a)) => Ok(a),
-        None | Some(Value::Null) => Err(Rejection::new(Reason::MissingField, format!("{key} is missing"))),
-        Some(other) => Err(Rejection::new(Reason::MissingField, format!("{key} is a {}, not an array", kind(&other)))),
-    }
-}
-
-fn sharegpt_messages(obj: &mut Map<String, Value>) -> Result<Vec<Message>, Rejection> {
-    let turns = array_field(obj, "conversations")?;
-    let mut messages = Vec::with_capacity(turns.len() + 1);
-    if let Some(Value::String(system)) = obj.remove("system") {
-        messages.push(Message::system(system));
-    }
-    for (i, turn) in turns.into_iter().enumerate() {
-        let at = format!("conversations[{i}].");
-        let Value::Object(mut t) = turn else {
-            return Err(Rejection::new(Reason::MissingField, format!("conversations[{i}] is not an object")));
-        };
-        let from = string_field(&mut t, "from", &at)?;
-        let value = match t.remove("value") {
-            Some(Value::String(s)) => s,
-            Some(Value::Null) | None if t.contains_key("tool_calls") => String::new(),
-            Some(Value::Null) | None => return Err(Rejection::new(Reason::MissingField, format!("{at}value is missing"))),
-            Some(other) => other.to_string(),
-        };
-        let msg = match from.as_str() {
-            "system" => Message::system(value),
-            "human" | "user" => Message::user(value),
-            "gpt" | "assistant" => {
-                let calls = tool_calls_of(t.remove("tool_calls"), &at)?;
-                Message { role: Role::Assistant, content: value, tool_calls: calls, tool_name: None }
-            }
-            // Some exporters put the call itself in the value of a `function_call` turn.
-            "function_call" => {
-                let call: Value = serde_json::from_str(&value).map_err(|e| {
-                    Rejection::new(Reason::InvalidToolArguments, format!("{at}value is not a JSON tool call: {e}"))
-                })?;
-                Message::tool_calls(tool_calls_of(Some(Value::Array(vec![call])), &at)?)
-            }
-            "tool" | "observation" | "function" | "ipython" => {
-                let name = match t.remove("name") {
-                    Some(Value::String(n)) => Some(n),
-                    _ => None,
-                };
-                Message { role: Role::Tool, content: value, tool_calls: Vec::new(), tool_name: name }
-            }
-            other => {
-                return Err(Rejection::new(
-                    Reason::WrongRole,
-                    format!("{at}from is {other:?}; expected system, human, gpt or tool"),
-                ));
-            }
-        };
-        messages.push(msg);
-    }
-    Ok(messages)
-}
-
-fn openai_messages(obj: &mut Map<String, Value>) -> Result<Vec<Message>, Rejection> {
-    let raw = array_field(obj, "messages")?;
-    let mut messages = Vec::with_capacity(raw.len());
-    // tool_call_id → function name, so a `tool` message can say which tool produced it.
-    let mut call_names: Vec<(String, String)> = Vec::new();
-    for (i, m) in raw.into_iter().enumerate() {
-        let at = format!("messages[{i}].");
-        let Value::Object(mut m) = m else {
-            return Err(Rejection::new(Reason::MissingField, format!("messages[{i}] is not an object")));
-        };
-        let role = string_field(&mut m, "role", &at)?;
-        let content = match m.remove("content") {
-            Some(Value::String(s)) => s,
-            None | Some(Value::Null) => String::new(),
-            // Content parts: keep the text ones, in order.
-            Some(Value::Array(parts)) => parts
-                .iter()
-                .filter_map(|p| p.get("text").and_then(Value::as_str))
-                .collect::<Vec<_>>()
-                .join("\n"),
-            Some(other) => {
-                return Err(Rejection::new(Reason::MissingField, format!("{at}content is a {}", kind(&other))));
-            }
-        };
-        let msg = match role.as_str() {
-            "system" | "developer" => Message::system(content),
-            "user" => Message::user(content),
-            "assistant" => {
-                let mut calls = Vec::new();
-                if let Some(Value::Array(raw_calls)) = m.remove("tool_calls") {
-                    for (j, c) in raw_calls.into_iter().enumerate() {
-                        let id = c.get("id").and_then(Value::as_str).map(str::to_string);
-                        let f = c.get("function").cloned().unwrap_or(c);
-                        let call = tool_call_of(f, &format!("{at}tool_calls[{j}]."))?;
-                        if let Some(id) = id {
-                            call_names.push((id, call.name.clone()));
-                        }
-                        calls.push(call);
-                    }
-                }
-                Message { role: Role::Assistant, content, tool_calls: calls, tool_name: None }
-            }
-            "tool" | "function" | "ipython" => {
-                let name = m.get("name").and_then(Value::as_str).map(str::to_string).or_else(|| {
-                    let id = m.get("tool_call_id").and_then(Value::as_str)?;
-                    call_names.iter().find(|(k, _)| k == id).map(|(_, n)| n.clone())
-                });
-                Message { role: Role::Tool, content, tool_calls: Vec::new(), tool_name: name }
-            }
-            other => {
-                return Err(Rejection::new(
-                    Reason::WrongRole,
-                    format!("{at}role is {other:?}; expected system, user, assistant or tool"),
-                ));
-            }
-        };
-        messages.push(msg);
-    }
-    Ok(messages)
-}
-
-fn tool_calls_of(v: Option<Value>, at: &str) -> Result<Vec<ToolCall>, Rejection> {
-    match v {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(calls)) => calls
-            .into_iter()
-            .enumerate()
-            .map(|(j, c)| {
-                let f = match c.get("function") {
-                    Some(f) => f.clone(),
-                    None => c,
-                };
-                tool_call_of(f, &format!("{at}tool_calls[{j}]."))
-            })
-            .collect(),
-        Some(other) => Err(Rejection::new(Reason::MissingField, format!("{at}tool_calls is a {}", kind(&other)))),
-    }
-}
-
-/// `{name, arguments}`; string arguments (OpenAI's encoding) are decoded so they can be checked and written
-/// as objects. Undecodable ones stay strings and fail validation with the reason.
-fn tool_call_of(f: Value, at: &str) -> Result<ToolCall, Rejection> {
-    let Value::Object(mut f) = f else {
-        return Err(Rejection::new(Reason::MissingField, format!("{at} is not an object")));
-    };
-    let name = string_field(&mut f, "name", at)?;
-    let arguments = match f.remove("arguments").or_else(|| f.remove("parameters")) {
-        None | Some(Value::Null) => Value::Object(Map::new()),
-        Some(Value::String(s)) => serde_json::from_str(&s).unwrap_or(Value::String(s)),
-        Some(v) => v,
-    };
-    Ok(ToolCall { name, arguments })
-}
-
-/// Normalizes declared tools to OpenAI's `{"type":"function","function":{…}}`; ShareGPT files often keep
-/// them as one JSON-encoded string.
-fn tools_of(v: Option<Value>) -> Result<Vec<Value>, Rejection> {
-    let list = match v {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(Value::String(s)) => serde_json::from_str::<Value>(&s)
-            .map_err(|e| Rejection::new(Reason::MalformedJson, format!("tools is a string but not JSON: {e}")))?,
-        Some(v) => v,
-    };
-    let Value::Array(list) = list else {
-        return Err(Rejection::new(Reason::MissingField, "tools is not an array"));
-    };
-    Ok(list
-        .into_iter()
-        .map(|t| if t.get("function").is_some() { t } else { serde_json::json!({"type": "function", "function": t}) })
-        .collect())
 }
 
 #[cfg(test)]
@@ -548,11 +360,18 @@ mod tests {
     use super::*;
 
     fn opts() -> SourceOptions {
-        SourceOptions { format: InputFormat::Auto, topic: Some("t".into()), max_record_bytes: 1 << 20 }
+        SourceOptions {
+            format: InputFormat::Auto,
+            topic: Some("t".into()),
+            max_record_bytes: 1 << 20,
+        }
     }
 
     fn reasons(items: &[Item]) -> Vec<Option<Reason>> {
-        items.iter().map(|i| i.parsed.as_ref().err().map(|r| r.reason)).collect()
+        items
+            .iter()
+            .map(|i| i.parsed.as_ref().err().map(|r| r.reason))
+            .collect()
     }
 
     #[test]
@@ -603,7 +422,10 @@ mod tests {
     #[test]
     fn garbage_and_structural_problems_have_reasons() {
         let items = parse_bytes(&[0xff, 0xfe, 0x00, 0x13, b'\n', b'{', b'x'], "g.jsonl", &opts());
-        assert_eq!(reasons(&items), vec![Some(Reason::MalformedJson), Some(Reason::MalformedJson)]);
+        assert_eq!(
+            reasons(&items),
+            vec![Some(Reason::MalformedJson), Some(Reason::MalformedJson)]
+        );
         let items = parse_bytes(&[0x00, 0x01, 0x02, 0x03], "g.json", &opts());
         assert_eq!(reasons(&items), vec![Some(Reason::MalformedJson)]);
         let lines = [
@@ -611,7 +433,10 @@ mod tests {
             (r#"{"text": "hello"}"#, Reason::UnknownFormat),
             (r#"{"question": "only a question"}"#, Reason::MissingField),
             (r#"{"question": 5, "answer": "x"}"#, Reason::MissingField),
-            (r#"{"conversations": [{"from": "customer", "value": "hi"}]}"#, Reason::WrongRole),
+            (
+                r#"{"conversations": [{"from": "customer", "value": "hi"}]}"#,
+                Reason::WrongRole,
+            ),
             (r#"{"messages": [{"role": "bot", "content": "hi"}]}"#, Reason::WrongRole),
             (r#"{"conversations": "not a list"}"#, Reason::MissingField),
         ];

@@ -2,6 +2,7 @@
 //! examples) into the trainer's ShareGPT JSONL — validated, scored, deduplicated and split — with nothing
 //! lost: every input record ends up kept, rejected with a reason, or recorded as a duplicate of a kept one.
 
+pub mod convert;
 pub mod curate;
 pub mod dedup;
 pub mod load;
@@ -158,17 +159,34 @@ pub fn run(args: Args) -> Result<RunResult, DatasetError> {
     let spinner = progress(0, "validating, scoring, deduplicating");
     let outcome = curate::curate(&items, &cfg)?;
     spinner.finish_and_clear();
-    let written = output::write(&plan.parent, &items, &outcome, &tools, spec.openai_output || args.openai)?;
+    let written = output::write(
+        &plan.parent,
+        &items,
+        &outcome,
+        &tools,
+        spec.openai_output || args.openai,
+    )?;
     // A pointer for local users and the next pipeline step; the digest in the status is the authority.
     let latest = plan.parent.join("latest");
     let _ = std::fs::write(&latest, format!("{}\n", written.digest));
-    let uri = written.dir.strip_prefix(&plan.root).unwrap_or(&written.dir).display().to_string();
+    let uri = written
+        .dir
+        .strip_prefix(&plan.root)
+        .unwrap_or(&written.dir)
+        .display()
+        .to_string();
     let s = &outcome.stats;
     tracing::info!(
         input = s.input, kept = s.kept, rejected = s.rejected, duplicates = s.duplicates, train = s.train,
         eval = s.eval, seconds = started.elapsed().as_secs_f64(), dir = %written.dir.display(), "dataset written"
     );
-    let result = RunResult { artifact: Artifact { uri, digest: written.digest }, stats: outcome.stats };
+    let result = RunResult {
+        artifact: Artifact {
+            uri,
+            digest: written.digest,
+        },
+        stats: outcome.stats,
+    };
     report(&result, &args.termination_log);
     Ok(result)
 }
@@ -181,15 +199,22 @@ fn plan(args: &Args) -> Result<Plan, DatasetError> {
     let (mut resource, base_dir, parent, root) = if let Some(spec_path) = &args.spec {
         let resource = DatasetResource::load(spec_path)?;
         let base = spec_path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let parent =
-            args.artifacts.join("datasets").join(&resource.metadata.namespace).join(&resource.metadata.name);
+        let parent = args
+            .artifacts
+            .join("datasets")
+            .join(&resource.metadata.namespace)
+            .join(&resource.metadata.name);
         (resource, base, parent, args.artifacts.clone())
     } else if let (false, Some(out)) = (args.input.is_empty(), &args.out) {
         let mut resource = DatasetResource::default();
         resource.spec.sources = args
             .input
             .iter()
-            .map(|p| spec::Source { path: Some(p.clone()), format: args.format.into(), ..Default::default() })
+            .map(|p| spec::Source {
+                path: Some(p.clone()),
+                format: args.format.into(),
+                ..Default::default()
+            })
             .collect();
         (resource, PathBuf::from("."), out.clone(), out.clone())
     } else {
@@ -209,16 +234,27 @@ fn plan(args: &Args) -> Result<Plan, DatasetError> {
         spec.split.seed = v;
     }
     let label = args.spec.as_deref().unwrap_or(Path::new("--input"));
-    spec.check().map_err(|message| SpecError::Invalid { path: label.into(), message })?;
+    spec.check().map_err(|message| SpecError::Invalid {
+        path: label.into(),
+        message,
+    })?;
     let mut inputs = Vec::new();
     for src in &spec.sources {
-        let opts =
-            SourceOptions { format: src.format, topic: src.topic.clone(), max_record_bytes: spec.filters.max_record_bytes };
+        let opts = SourceOptions {
+            format: src.format,
+            topic: src.topic.clone(),
+            max_record_bytes: spec.filters.max_record_bytes,
+        };
         for file in sources::resolve(src, &base_dir, &root)? {
             inputs.push((file, opts.clone()));
         }
     }
-    Ok(Plan { resource, inputs, parent, root })
+    Ok(Plan {
+        resource,
+        inputs,
+        parent,
+        root,
+    })
 }
 
 /// The result as the last stdout line, and into the termination log when Kubernetes provides one.
@@ -240,7 +276,11 @@ fn report(result: &RunResult, termination_log: &Path) {
 }
 
 fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
-    let bar = if len == 0 { indicatif::ProgressBar::new_spinner() } else { indicatif::ProgressBar::new(len) };
+    let bar = if len == 0 {
+        indicatif::ProgressBar::new_spinner()
+    } else {
+        indicatif::ProgressBar::new(len)
+    };
     // indicatif draws nothing when stderr is not a terminal (cluster logs stay clean).
     bar.set_style(
         indicatif::ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {pos}/{len} {wide_msg}")

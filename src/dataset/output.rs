@@ -18,11 +18,19 @@ pub enum OutputError {
     #[error(
         "count invariant broken while writing: input {input} records but wrote {train} train + {eval} eval + {rejected} rejected lines"
     )]
-    Lost { input: usize, train: usize, eval: usize, rejected: usize },
+    Lost {
+        input: usize,
+        train: usize,
+        eval: usize,
+        rejected: usize,
+    },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> OutputError + '_ {
-    move |source| OutputError::Io { path: path.into(), source }
+    move |source| OutputError::Io {
+        path: path.into(),
+        source,
+    }
 }
 
 /// The written artifact.
@@ -46,8 +54,11 @@ pub fn sharegpt_turns(messages: &[Message]) -> Vec<Value> {
             t.insert("from".into(), from.into());
             t.insert("value".into(), m.content.clone().into());
             if !m.tool_calls.is_empty() {
-                let calls: Vec<Value> =
-                    m.tool_calls.iter().map(|c| json!({"name": c.name, "arguments": c.arguments})).collect();
+                let calls: Vec<Value> = m
+                    .tool_calls
+                    .iter()
+                    .map(|c| json!({"name": c.name, "arguments": c.arguments}))
+                    .collect();
                 t.insert("tool_calls".into(), calls.into());
             }
             if let Some(name) = &m.tool_name {
@@ -59,7 +70,9 @@ pub fn sharegpt_turns(messages: &[Message]) -> Vec<Value> {
 }
 
 fn uses_tools(c: &Conversation) -> bool {
-    c.messages.iter().any(|m| !m.tool_calls.is_empty() || m.role == Role::Tool)
+    c.messages
+        .iter()
+        .any(|m| !m.tool_calls.is_empty() || m.role == Role::Tool)
 }
 
 /// One train/eval line. Tools are attached only to conversations that use them, so the trainer renders
@@ -115,7 +128,9 @@ pub fn openai_line(c: &Conversation, default_tools: &[Value]) -> Value {
     }
     let mut line = json!({ "messages": messages });
     if uses_tools(c) {
-        line["tools"] = (if c.tools.is_empty() { default_tools } else { &c.tools }).to_vec().into();
+        line["tools"] = (if c.tools.is_empty() { default_tools } else { &c.tools })
+            .to_vec()
+            .into();
     }
     line
 }
@@ -132,7 +147,12 @@ fn rejected_line(items: &[Item], i: usize, fate: &Fate, score: Option<&Score>) -
                 o.insert("raw".into(), raw.clone().into());
             }
         }
-        Fate::Duplicate { reason, keep, cluster, similarity_pct } => {
+        Fate::Duplicate {
+            reason,
+            keep,
+            cluster,
+            similarity_pct,
+        } => {
             o.insert("reason".into(), reason.as_str().into());
             o.insert(
                 "detail".into(),
@@ -169,17 +189,27 @@ struct Jsonl {
 impl Jsonl {
     fn create(path: PathBuf) -> Result<Self, OutputError> {
         let f = std::fs::File::create(&path).map_err(io(&path))?;
-        Ok(Jsonl { out: BufWriter::with_capacity(1 << 20, f), path, lines: 0 })
+        Ok(Jsonl {
+            out: BufWriter::with_capacity(1 << 20, f),
+            path,
+            lines: 0,
+        })
     }
     fn push(&mut self, v: &Value) -> Result<(), OutputError> {
         let path = &self.path;
-        serde_json::to_writer(&mut self.out, v).map_err(|e| OutputError::Io { path: path.clone(), source: e.into() })?;
+        serde_json::to_writer(&mut self.out, v).map_err(|e| OutputError::Io {
+            path: path.clone(),
+            source: e.into(),
+        })?;
         self.out.write_all(b"\n").map_err(io(path))?;
         self.lines += 1;
         Ok(())
     }
     fn finish(self) -> Result<usize, OutputError> {
-        let f = self.out.into_inner().map_err(|e| OutputError::Io { path: self.path.clone(), source: e.into_error() })?;
+        let f = self.out.into_inner().map_err(|e| OutputError::Io {
+            path: self.path.clone(),
+            source: e.into_error(),
+        })?;
         f.sync_all().map_err(io(&self.path))?;
         Ok(self.lines)
     }
@@ -214,7 +244,9 @@ pub fn write(
 }
 
 fn nanos() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
 }
 
 fn write_into(
@@ -228,7 +260,10 @@ fn write_into(
     let mut eval = Jsonl::create(dir.join("eval.jsonl"))?;
     let mut rejected = Jsonl::create(dir.join("rejected.jsonl"))?;
     let (mut otrain, mut oeval) = if openai {
-        (Some(Jsonl::create(dir.join("train.openai.jsonl"))?), Some(Jsonl::create(dir.join("eval.openai.jsonl"))?))
+        (
+            Some(Jsonl::create(dir.join("train.openai.jsonl"))?),
+            Some(Jsonl::create(dir.join("eval.openai.jsonl"))?),
+        )
     } else {
         (None, None)
     };
@@ -256,7 +291,12 @@ fn write_into(
         o.finish()?;
     }
     if t + e + r != items.len() || t != outcome.stats.train || e != outcome.stats.eval {
-        return Err(OutputError::Lost { input: items.len(), train: t, eval: e, rejected: r });
+        return Err(OutputError::Lost {
+            input: items.len(),
+            train: t,
+            eval: e,
+            rejected: r,
+        });
     }
     let stats_path = dir.join("stats.json");
     let mut text = serde_json::to_string_pretty(&outcome.stats).unwrap_or_default();

@@ -59,12 +59,19 @@ pub struct Rejection {
 
 impl Rejection {
     pub fn new(reason: Reason, detail: impl Into<String>) -> Self {
-        Rejection { reason, detail: detail.into(), raw: None }
+        Rejection {
+            reason,
+            detail: detail.into(),
+            raw: None,
+        }
     }
 
     pub fn with_raw(mut self, raw: &str) -> Self {
         const KEEP: usize = 240;
-        let cut = (0..=KEEP.min(raw.len())).rev().find(|&i| raw.is_char_boundary(i)).unwrap_or(0);
+        let cut = (0..=KEEP.min(raw.len()))
+            .rev()
+            .find(|&i| raw.is_char_boundary(i))
+            .unwrap_or(0);
         self.raw = Some(raw[..cut].to_string());
         self
     }

@@ -41,7 +41,11 @@ pub fn score(conv: &Conversation) -> Score {
             answer.push_str("\n\n");
         }
         answer.push_str(&m.content);
-        calls += m.tool_calls.iter().filter(|c| c.arguments.as_object().is_some_and(|o| !o.is_empty())).count();
+        calls += m
+            .tool_calls
+            .iter()
+            .filter(|c| c.arguments.as_object().is_some_and(|o| !o.is_empty()))
+            .count();
     }
     let last = conv.messages.iter().rev().find(|m| m.role == Role::Assistant);
     let ends_with_call = last.is_some_and(|m| !m.tool_calls.is_empty() && m.content.trim().is_empty());
@@ -60,7 +64,11 @@ pub fn score_text(answer: &str, calls: usize, ends_with_call: bool) -> Score {
         formatting: format_points(answer),
         tool_use: if calls > 0 { TOOL_MAX } else { 0.0 },
         repetition_penalty: repetition_penalty(answer),
-        truncation_penalty: if !ends_with_call && looks_truncated(answer) { TRUNCATION } else { 0.0 },
+        truncation_penalty: if !ends_with_call && looks_truncated(answer) {
+            TRUNCATION
+        } else {
+            0.0
+        },
         total: 0,
     };
     let sum = s.length + s.code_blocks + s.cli_config + s.technical_depth + s.formatting + s.tool_use
@@ -81,7 +89,11 @@ fn length_points(chars: usize) -> f32 {
 
 fn code_points(text: &str) -> f32 {
     let fences = text.matches("```").count() / 2;
-    let inline = text.split("```").step_by(2).map(|p| p.matches('`').count() / 2).sum::<usize>();
+    let inline = text
+        .split("```")
+        .step_by(2)
+        .map(|p| p.matches('`').count() / 2)
+        .sum::<usize>();
     match (fences, inline) {
         (0, 0) => 0.0,
         (0, _) => 5.0,
@@ -93,10 +105,46 @@ fn code_points(text: &str) -> f32 {
 /// Lines that are commands or configuration: what makes an answer actionable for a network engineer.
 fn cli_points(text: &str) -> f32 {
     const PREFIXES: &[&str] = &[
-        "$ ", "sudo ", "curl ", "kubectl ", "aws ", "az ", "gcloud ", "iptables ", "nft ", "ip ", "show ", "set ",
-        "delete ", "commit", "configure", "access-list ", "interface ", "router ", "object ", "object-group ", "nat ",
-        "crypto ", "config ", "edit ", "ping ", "traceroute ", "tcpdump ", "nmap ", "dig ", "nslookup ", "openssl ",
-        "ssh ", "terraform ", "ansible", "python", "fireweave ", "request ", "test ", "permit ", "deny ",
+        "$ ",
+        "sudo ",
+        "curl ",
+        "kubectl ",
+        "aws ",
+        "az ",
+        "gcloud ",
+        "iptables ",
+        "nft ",
+        "ip ",
+        "show ",
+        "set ",
+        "delete ",
+        "commit",
+        "configure",
+        "access-list ",
+        "interface ",
+        "router ",
+        "object ",
+        "object-group ",
+        "nat ",
+        "crypto ",
+        "config ",
+        "edit ",
+        "ping ",
+        "traceroute ",
+        "tcpdump ",
+        "nmap ",
+        "dig ",
+        "nslookup ",
+        "openssl ",
+        "ssh ",
+        "terraform ",
+        "ansible",
+        "python",
+        "fireweave ",
+        "request ",
+        "test ",
+        "permit ",
+        "deny ",
     ];
     let mut lines = 0usize;
     for line in text.lines() {
@@ -111,7 +159,8 @@ fn cli_points(text: &str) -> f32 {
             !k.is_empty()
                 && k.len() <= 40
                 && k.bytes().next().is_some_and(|c| c.is_ascii_lowercase())
-                && k.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
+                && k.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
                 && (1..=4).contains(&rest.split_whitespace().count())
         };
         if command || config || has_address(l) {
@@ -123,29 +172,160 @@ fn cli_points(text: &str) -> f32 {
 
 /// An IPv4 address or CIDR in the line.
 fn has_address(line: &str) -> bool {
-    line.split(|c: char| !(c.is_ascii_digit() || c == '.' || c == '/')).any(|tok| {
-        let ip = tok.split('/').next().unwrap_or("");
-        let parts: Vec<&str> = ip.split('.').collect();
-        parts.len() == 4 && parts.iter().all(|p| !p.is_empty() && p.len() <= 3 && p.parse::<u16>().is_ok_and(|n| n < 256))
-    })
+    line.split(|c: char| !(c.is_ascii_digit() || c == '.' || c == '/'))
+        .any(|tok| {
+            let ip = tok.split('/').next().unwrap_or("");
+            let parts: Vec<&str> = ip.split('.').collect();
+            parts.len() == 4
+                && parts
+                    .iter()
+                    .all(|p| !p.is_empty() && p.len() <= 3 && p.parse::<u16>().is_ok_and(|n| n < 256))
+        })
 }
 
 /// Distinct domain terms (networking, security, cloud, FireWeave): 2.5 points each.
 fn depth_points(text: &str) -> f32 {
     static TERMS: &[&str] = &[
-        "firewall", "nat", "snat", "dnat", "acl", "tcp", "udp", "icmp", "bgp", "ospf", "eigrp", "vlan", "vpc", "vnet",
-        "subnet", "cidr", "tls", "ssl", "ipsec", "vpn", "ike", "zone", "zones", "policy", "policies", "rule", "rules",
-        "shadowed", "shadowing", "dns", "dhcp", "arp", "mtu", "latency", "route", "routing", "gateway", "proxy",
-        "ids", "ips", "siem", "soc", "edr", "waf", "ddos", "pci-dss", "pci", "soc2", "nist", "hipaa", "iso",
-        "compliance", "jwt", "oauth", "api", "endpoint", "token", "rbac", "mfa", "certificate", "encryption",
-        "aes", "sha256", "hash", "segmentation", "microsegmentation", "zero", "trust", "least", "privilege",
-        "servicenow", "jira", "topology", "palo", "panos", "pan-os", "cisco", "asa", "ftd", "fortinet", "fortigate",
-        "aws", "azure", "gcp", "nsg", "security", "group", "ingress", "egress", "inbound", "outbound", "port",
-        "ports", "protocol", "session", "stateful", "stateless", "syslog", "netflow", "packet", "threat",
-        "vulnerability", "cve", "exploit", "malware", "phishing", "incident", "audit", "logging", "kubernetes",
-        "namespace", "networkpolicy", "ssh", "http", "https", "rest", "webhook", "json", "yaml", "csv", "rollback",
-        "approval", "workflow", "change", "ticket", "object", "objects", "address", "service", "application",
-        "app-id", "user-id", "decryption", "hairpin", "asymmetric", "ha", "failover", "cluster", "worker", "queue",
+        "firewall",
+        "nat",
+        "snat",
+        "dnat",
+        "acl",
+        "tcp",
+        "udp",
+        "icmp",
+        "bgp",
+        "ospf",
+        "eigrp",
+        "vlan",
+        "vpc",
+        "vnet",
+        "subnet",
+        "cidr",
+        "tls",
+        "ssl",
+        "ipsec",
+        "vpn",
+        "ike",
+        "zone",
+        "zones",
+        "policy",
+        "policies",
+        "rule",
+        "rules",
+        "shadowed",
+        "shadowing",
+        "dns",
+        "dhcp",
+        "arp",
+        "mtu",
+        "latency",
+        "route",
+        "routing",
+        "gateway",
+        "proxy",
+        "ids",
+        "ips",
+        "siem",
+        "soc",
+        "edr",
+        "waf",
+        "ddos",
+        "pci-dss",
+        "pci",
+        "soc2",
+        "nist",
+        "hipaa",
+        "iso",
+        "compliance",
+        "jwt",
+        "oauth",
+        "api",
+        "endpoint",
+        "token",
+        "rbac",
+        "mfa",
+        "certificate",
+        "encryption",
+        "aes",
+        "sha256",
+        "hash",
+        "segmentation",
+        "microsegmentation",
+        "zero",
+        "trust",
+        "least",
+        "privilege",
+        "servicenow",
+        "jira",
+        "topology",
+        "palo",
+        "panos",
+        "pan-os",
+        "cisco",
+        "asa",
+        "ftd",
+        "fortinet",
+        "fortigate",
+        "aws",
+        "azure",
+        "gcp",
+        "nsg",
+        "security",
+        "group",
+        "ingress",
+        "egress",
+        "inbound",
+        "outbound",
+        "port",
+        "ports",
+        "protocol",
+        "session",
+        "stateful",
+        "stateless",
+        "syslog",
+        "netflow",
+        "packet",
+        "threat",
+        "vulnerability",
+        "cve",
+        "exploit",
+        "malware",
+        "phishing",
+        "incident",
+        "audit",
+        "logging",
+        "kubernetes",
+        "namespace",
+        "networkpolicy",
+        "ssh",
+        "http",
+        "https",
+        "rest",
+        "webhook",
+        "json",
+        "yaml",
+        "csv",
+        "rollback",
+        "approval",
+        "workflow",
+        "change",
+        "ticket",
+        "object",
+        "objects",
+        "address",
+        "service",
+        "application",
+        "app-id",
+        "user-id",
+        "decryption",
+        "hairpin",
+        "asymmetric",
+        "ha",
+        "failover",
+        "cluster",
+        "worker",
+        "queue",
     ];
     static SET: std::sync::OnceLock<HashSet<&'static str>> = std::sync::OnceLock::new();
     let set = SET.get_or_init(|| TERMS.iter().copied().collect());
@@ -166,9 +346,12 @@ fn depth_points(text: &str) -> f32 {
 
 /// Markdown structure: lists, numbered steps, headings, emphasis, tables, paragraphs.
 fn format_points(text: &str) -> f32 {
-    let mut p = 0.0;
+    let mut p: f32 = 0.0;
     let lines: Vec<&str> = text.lines().map(str::trim_start).collect();
-    let bullets = lines.iter().filter(|l| l.starts_with("- ") || l.starts_with("* ")).count();
+    let bullets = lines
+        .iter()
+        .filter(|l| l.starts_with("- ") || l.starts_with("* "))
+        .count();
     let numbered = lines
         .iter()
         .filter(|l| {
@@ -182,7 +365,10 @@ fn format_points(text: &str) -> f32 {
     if numbered >= 2 {
         p += 3.0;
     }
-    if lines.iter().any(|l| l.starts_with('#') && l.trim_start_matches('#').starts_with(' ')) {
+    if lines
+        .iter()
+        .any(|l| l.starts_with('#') && l.trim_start_matches('#').starts_with(' '))
+    {
         p += 1.5;
     }
     if text.contains("**") {
@@ -199,12 +385,17 @@ fn format_points(text: &str) -> f32 {
 
 /// Share of repeated word 3-grams: generation loops ("the rule the rule the rule") and copy-pasted paragraphs.
 fn repetition_penalty(text: &str) -> f32 {
-    let words: Vec<String> =
-        text.split_whitespace().map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase()).collect();
+    let words: Vec<String> = text
+        .split_whitespace()
+        .map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase())
+        .collect();
     if words.len() < 30 {
         return 0.0;
     }
-    let grams: Vec<[&str; 3]> = words.windows(3).map(|w| [w[0].as_str(), w[1].as_str(), w[2].as_str()]).collect();
+    let grams: Vec<[&str; 3]> = words
+        .windows(3)
+        .map(|w| [w[0].as_str(), w[1].as_str(), w[2].as_str()])
+        .collect();
     let distinct: HashSet<&[&str; 3]> = grams.iter().collect();
     let repeated = 1.0 - distinct.len() as f32 / grams.len() as f32;
     // Technical prose repeats some 3-grams ("the firewall rule"); only a sizeable share is a defect.
@@ -224,12 +415,19 @@ pub fn looks_truncated(text: &str) -> bool {
         return true;
     }
     let last = t.chars().last().unwrap_or('.');
-    if t.ends_with("```") || matches!(last, '.' | '!' | '?' | ')' | ']' | '}' | '"' | '\'' | '`' | '*' | '|' | ':') {
+    if t.ends_with("```")
+        || matches!(
+            last,
+            '.' | '!' | '?' | ')' | ']' | '}' | '"' | '\'' | '`' | '*' | '|' | ':'
+        )
+    {
         return false;
     }
     // A final line that is a list item, a table row or a command is complete without a full stop.
     let last_line = t.lines().last().unwrap_or("").trim_start();
-    let structured = last_line.starts_with("- ") || last_line.starts_with("* ") || last_line.starts_with('|')
+    let structured = last_line.starts_with("- ")
+        || last_line.starts_with("* ")
+        || last_line.starts_with('|')
         || last_line.bytes().next().is_some_and(|c| c.is_ascii_digit()) && last_line.contains(". ");
     if structured && last_line.split_whitespace().count() >= 3 {
         return false;
@@ -255,14 +453,27 @@ mod tests {
     fn code_blocks_score() {
         assert_eq!(score_text("No code here.", 0, false).code_blocks, 0.0);
         assert_eq!(score_text("Run `show run` now.", 0, false).code_blocks, 5.0);
-        assert_eq!(score_text("Run:\n```\nshow run\n```\nDone.", 0, false).code_blocks, 10.0);
-        assert_eq!(score_text("```\na\n```\nand\n```\nb\n```\nDone.", 0, false).code_blocks, CODE_MAX);
+        assert_eq!(
+            score_text("Run:\n```\nshow run\n```\nDone.", 0, false).code_blocks,
+            10.0
+        );
+        assert_eq!(
+            score_text("```\na\n```\nand\n```\nb\n```\nDone.", 0, false).code_blocks,
+            CODE_MAX
+        );
     }
 
     #[test]
     fn cli_and_config_lines_score() {
-        assert_eq!(score_text("Plain prose without any commands at all.", 0, false).cli_config, 0.0);
-        let s = score_text("show access-list\nkubectl get pods\nport: 443\nsource 10.1.2.0/24 is allowed.", 0, false);
+        assert_eq!(
+            score_text("Plain prose without any commands at all.", 0, false).cli_config,
+            0.0
+        );
+        let s = score_text(
+            "show access-list\nkubectl get pods\nport: 443\nsource 10.1.2.0/24 is allowed.",
+            0,
+            false,
+        );
         assert_eq!(s.cli_config, 10.0);
         let many = "set rulebase security rules x action allow\n".repeat(20);
         assert_eq!(score_text(&many, 0, false).cli_config, CLI_MAX);
@@ -280,7 +491,11 @@ mod tests {
     #[test]
     fn formatting_rewards_structure() {
         assert_eq!(score_text("One flat sentence.", 0, false).formatting, 0.0);
-        let s = score_text("## Steps\n\n1. First\n2. Second\n\n- a\n- b\n\n**Note** done.\n| a | b |\n|---|---|", 0, false);
+        let s = score_text(
+            "## Steps\n\n1. First\n2. Second\n\n- a\n- b\n\n**Note** done.\n| a | b |\n|---|---|",
+            0,
+            false,
+        );
         assert_eq!(s.formatting, FORMAT_MAX);
     }
 
@@ -303,10 +518,22 @@ mod tests {
 
     #[test]
     fn truncation_is_penalized() {
-        assert_eq!(score_text("The rule allows the traffic and then the", 0, false).truncation_penalty, TRUNCATION);
-        assert_eq!(score_text("Run this:\n```\nshow run", 0, false).truncation_penalty, TRUNCATION);
-        assert_eq!(score_text("The rule allows the traffic.", 0, false).truncation_penalty, 0.0);
-        assert_eq!(score_text("Steps:\n- check the route table entry", 0, false).truncation_penalty, 0.0);
+        assert_eq!(
+            score_text("The rule allows the traffic and then the", 0, false).truncation_penalty,
+            TRUNCATION
+        );
+        assert_eq!(
+            score_text("Run this:\n```\nshow run", 0, false).truncation_penalty,
+            TRUNCATION
+        );
+        assert_eq!(
+            score_text("The rule allows the traffic.", 0, false).truncation_penalty,
+            0.0
+        );
+        assert_eq!(
+            score_text("Steps:\n- check the route table entry", 0, false).truncation_penalty,
+            0.0
+        );
         // A conversation that ends in a tool call is complete.
         assert_eq!(score_text("", 1, true).truncation_penalty, 0.0);
     }

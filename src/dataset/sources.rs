@@ -10,12 +10,18 @@ use std::path::{Path, PathBuf};
 pub enum SourceError {
     #[error("source path {path} does not exist (looked relative to the manifest and to the artifact root)")]
     Missing { path: PathBuf },
-    #[error("configMap source {name}: {path} is not mounted (the operator mounts ConfigMaps under $FIREWEAVE_CONFIGMAPS)")]
+    #[error(
+        "configMap source {name}: {path} is not mounted (the operator mounts ConfigMaps under $FIREWEAVE_CONFIGMAPS)"
+    )]
     ConfigMap { name: String, path: PathBuf },
     #[error("download of {url} failed: {message}")]
     Download { url: String, message: String },
     #[error("download of {url}: sha256 is {actual}, the spec says {expected}")]
-    Checksum { url: String, expected: String, actual: String },
+    Checksum {
+        url: String,
+        expected: String,
+        actual: String,
+    },
     #[error(transparent)]
     Load(#[from] LoadError),
 }
@@ -27,7 +33,10 @@ pub fn resolve(src: &Source, manifest_dir: &Path, artifacts: &Path) -> Result<Ve
         } else {
             vec![manifest_dir.join(p), artifacts.join(p), p.clone()]
         };
-        let found = candidates.into_iter().find(|c| c.exists()).ok_or_else(|| SourceError::Missing { path: p.clone() })?;
+        let found = candidates
+            .into_iter()
+            .find(|c| c.exists())
+            .ok_or_else(|| SourceError::Missing { path: p.clone() })?;
         return Ok(load::expand(&found)?);
     }
     if let Some(cm) = &src.config_map {
@@ -39,7 +48,10 @@ pub fn resolve(src: &Source, manifest_dir: &Path, artifacts: &Path) -> Result<Ve
             None => root,
         };
         if !path.exists() {
-            return Err(SourceError::ConfigMap { name: cm.name.clone(), path });
+            return Err(SourceError::ConfigMap {
+                name: cm.name.clone(),
+                path,
+            });
         }
         return Ok(load::expand(&path)?);
     }
@@ -54,14 +66,20 @@ fn download(url: &str, sha256: &str, cache: &Path) -> Result<PathBuf, SourceErro
     let expected = sha256.to_ascii_lowercase();
     let ext = if url.ends_with(".json") { "json" } else { "jsonl" };
     let dest = cache.join(format!("{expected}.{ext}"));
-    let err = |message: String| SourceError::Download { url: url.into(), message };
+    let err = |message: String| SourceError::Download {
+        url: url.into(),
+        message,
+    };
     if dest.exists() {
         let bytes = std::fs::read(&dest).map_err(|e| err(e.to_string()))?;
         if hex::encode(Sha256::digest(&bytes)) == expected {
             return Ok(dest);
         }
     }
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| err(e.to_string()))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| err(e.to_string()))?;
     let bytes = rt
         .block_on(async {
             let resp = reqwest::get(url).await?.error_for_status()?;
@@ -70,7 +88,11 @@ fn download(url: &str, sha256: &str, cache: &Path) -> Result<PathBuf, SourceErro
         .map_err(|e| err(e.to_string()))?;
     let actual = hex::encode(Sha256::digest(&bytes));
     if actual != expected {
-        return Err(SourceError::Checksum { url: url.into(), expected, actual });
+        return Err(SourceError::Checksum {
+            url: url.into(),
+            expected,
+            actual,
+        });
     }
     std::fs::create_dir_all(cache).map_err(|e| err(e.to_string()))?;
     let tmp = dest.with_extension("part");

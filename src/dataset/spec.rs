@@ -39,7 +39,10 @@ pub struct Metadata {
 
 impl Default for Metadata {
     fn default() -> Self {
-        Metadata { name: default_name(), namespace: default_namespace() }
+        Metadata {
+            name: default_name(),
+            namespace: default_namespace(),
+        }
     }
 }
 
@@ -160,7 +163,10 @@ pub struct Dedup {
 
 impl Default for Dedup {
     fn default() -> Self {
-        Dedup { exact: true, near_duplicate_threshold: default_near() }
+        Dedup {
+            exact: true,
+            near_duplicate_threshold: default_near(),
+        }
     }
 }
 
@@ -179,7 +185,10 @@ pub struct Split {
 
 impl Default for Split {
     fn default() -> Self {
-        Split { eval_fraction: default_eval_fraction(), seed: default_seed() }
+        Split {
+            eval_fraction: default_eval_fraction(),
+            seed: default_seed(),
+        }
     }
 }
 
@@ -246,17 +255,28 @@ pub struct SynthesisTopic {
 impl DatasetResource {
     /// Reads a CR from YAML or JSON (JSON is YAML, so one parser does both).
     pub fn load(path: &Path) -> Result<Self, SpecError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+            path: path.into(),
+            source,
+        })?;
         Self::parse(&text, path)
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Self, SpecError> {
-        let res: DatasetResource = serde_yaml::from_str(text)
-            .map_err(|e| SpecError::Parse { path: path.into(), message: e.to_string() })?;
+        let res: DatasetResource = serde_yaml::from_str(text).map_err(|e| SpecError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
         if !res.kind.is_empty() && res.kind != "Dataset" {
-            return Err(SpecError::Invalid { path: path.into(), message: format!("kind is {}, expected Dataset", res.kind) });
+            return Err(SpecError::Invalid {
+                path: path.into(),
+                message: format!("kind is {}, expected Dataset", res.kind),
+            });
         }
-        res.spec.check().map_err(|message| SpecError::Invalid { path: path.into(), message })?;
+        res.spec.check().map_err(|message| SpecError::Invalid {
+            path: path.into(),
+            message,
+        })?;
         Ok(res)
     }
 }
@@ -274,7 +294,10 @@ impl DatasetSpec {
             }
         }
         if !(0.0..1.0).contains(&self.split.eval_fraction) {
-            return Err(format!("split.evalFraction {} must be in [0, 1)", self.split.eval_fraction));
+            return Err(format!(
+                "split.evalFraction {} must be in [0, 1)",
+                self.split.eval_fraction
+            ));
         }
         if self.filters.min_quality_score > 100 {
             return Err("filters.minQualityScore must be 0..=100".into());
@@ -293,7 +316,11 @@ impl DatasetSpec {
 
     /// The declared tools, or the seed's FireWeave tools when none are declared.
     pub fn effective_tools(&self) -> Vec<Value> {
-        if self.tools.is_empty() { fireweave_tools() } else { self.tools.clone() }
+        if self.tools.is_empty() {
+            fireweave_tools()
+        } else {
+            self.tools.clone()
+        }
     }
 }
 

@@ -25,8 +25,16 @@ pub enum SynthError {
     NoKey { provider: Provider, env: &'static str },
     #[error("synthesis: cannot read the API key secret {path}: {source}")]
     KeyFile { path: PathBuf, source: std::io::Error },
-    #[error("synthesis: {provider:?} request for topic {topic} batch {batch} failed after {attempts} attempts: {message}")]
-    Request { provider: Provider, topic: String, batch: usize, attempts: u32, message: String },
+    #[error(
+        "synthesis: {provider:?} request for topic {topic} batch {batch} failed after {attempts} attempts: {message}"
+    )]
+    Request {
+        provider: Provider,
+        topic: String,
+        batch: usize,
+        attempts: u32,
+        message: String,
+    },
     #[error("synthesis: cannot write the batch cache {path}: {source}")]
     Cache { path: PathBuf, source: std::io::Error },
     #[error("synthesis: cannot start the async runtime: {0}")]
@@ -56,7 +64,10 @@ impl Default for Tuning {
 /// Blocking entry point for the pipeline.
 pub fn run(spec: &SynthesisSpec, tools: &[Value], cache: &Path, secrets: &Path) -> Result<Vec<Item>, SynthError> {
     let key = ApiKey::resolve(spec.provider, spec.api_key_secret_ref.as_ref(), secrets)?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(SynthError::Runtime)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(SynthError::Runtime)?;
     rt.block_on(synthesize(spec, tools, cache, key, &Tuning::default()))
 }
 
@@ -102,12 +113,23 @@ pub async fn synthesize(
 /// Batches made under other settings (model, instructions, size) are not reused.
 fn batch_stem(spec: &SynthesisSpec, topic: &SynthesisTopic) -> String {
     let mut h = Sha256::new();
-    h.update(format!("{:?}\0{}\0{}\0{}\0{}", spec.provider, spec.model, topic.instructions, spec.batch_size, topic.count));
+    h.update(format!(
+        "{:?}\0{}\0{}\0{}\0{}",
+        spec.provider, spec.model, topic.instructions, spec.batch_size, topic.count
+    ));
     hex::encode(&h.finalize()[..6])
 }
 
 fn safe_name(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 fn prompt(topic: &SynthesisTopic, n: u32, tools: &[Value]) -> (String, String) {
@@ -161,7 +183,10 @@ fn save_batch(path: &Path, text: &str, topic: &str) -> Result<(), SynthError> {
             out.push('\n');
         }
     }
-    let cache_err = |source| SynthError::Cache { path: path.into(), source };
+    let cache_err = |source| SynthError::Cache {
+        path: path.into(),
+        source,
+    };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(cache_err)?;
     }
@@ -186,7 +211,8 @@ pub fn extract_examples(text: &str) -> Result<Vec<Value>, String> {
     if end < start {
         return Err("the answer contains no JSON".into());
     }
-    let v: Value = serde_json::from_str(&body[start..=end]).map_err(|e| format!("the answer is not valid JSON: {e}"))?;
+    let v: Value =
+        serde_json::from_str(&body[start..=end]).map_err(|e| format!("the answer is not valid JSON: {e}"))?;
     let list = match v {
         Value::Array(a) => a,
         Value::Object(mut o) => match o.remove("examples") {
@@ -202,15 +228,25 @@ pub fn extract_examples(text: &str) -> Result<Vec<Value>, String> {
 }
 
 fn read_batch(path: &Path, topic: &str) -> Result<Vec<Item>, SynthError> {
-    let bytes = std::fs::read(path).map_err(|source| SynthError::Cache { path: path.into(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| SynthError::Cache {
+        path: path.into(),
+        source,
+    })?;
     let file: Arc<str> = Arc::from(path.display().to_string());
-    let opts = SourceOptions { format: InputFormat::Auto, topic: Some(topic.into()), max_record_bytes: usize::MAX };
+    let opts = SourceOptions {
+        format: InputFormat::Auto,
+        topic: Some(topic.into()),
+        max_record_bytes: usize::MAX,
+    };
     let mut items = Vec::new();
     for (n, line) in bytes.split(|&b| b == b'\n').enumerate() {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let origin = Origin { file: file.clone(), line: n + 1 };
+        let origin = Origin {
+            file: file.clone(),
+            line: n + 1,
+        };
         let parsed = match serde_json::from_slice::<Value>(line) {
             Ok(v) => match v.get("malformedModelOutput").and_then(Value::as_str) {
                 Some(detail) => {
@@ -219,7 +255,10 @@ fn read_batch(path: &Path, topic: &str) -> Result<Vec<Item>, SynthError> {
                 }
                 None => load::convert(v, &opts),
             },
-            Err(e) => Err(Rejection::new(Reason::MalformedJson, format!("batch cache line is not JSON: {e}"))),
+            Err(e) => Err(Rejection::new(
+                Reason::MalformedJson,
+                format!("batch cache line is not JSON: {e}"),
+            )),
         };
         items.push(Item { origin, parsed });
     }

@@ -22,23 +22,36 @@ pub fn validate(conv: &Conversation, rules: &Rules) -> Result<(), Rejection> {
     for (i, m) in conv.messages.iter().enumerate() {
         let empty = m.content.trim().is_empty();
         if empty && !(m.role == Role::Assistant && !m.tool_calls.is_empty()) {
-            return Err(Rejection::new(Reason::EmptyField, format!("message {i} ({}) is empty", m.role.as_str())));
+            return Err(Rejection::new(
+                Reason::EmptyField,
+                format!("message {i} ({}) is empty", m.role.as_str()),
+            ));
         }
         if m.role == Role::User && m.content.trim().chars().count() < MIN_QUESTION_CHARS {
             return Err(Rejection::new(
                 Reason::TooShort,
-                format!("message {i} (user) has {} characters; at least {MIN_QUESTION_CHARS} needed", m.content.trim().chars().count()),
+                format!(
+                    "message {i} (user) has {} characters; at least {MIN_QUESTION_CHARS} needed",
+                    m.content.trim().chars().count()
+                ),
             ));
         }
     }
-    if let Some((i, answer)) =
-        conv.messages.iter().enumerate().rev().find(|(_, m)| m.role == Role::Assistant && !m.content.trim().is_empty())
+    if let Some((i, answer)) = conv
+        .messages
+        .iter()
+        .enumerate()
+        .rev()
+        .find(|(_, m)| m.role == Role::Assistant && !m.content.trim().is_empty())
     {
         let n = answer.content.trim().chars().count();
         if n < rules.min_answer_chars {
             return Err(Rejection::new(
                 Reason::TooShort,
-                format!("message {i} (assistant) has {n} characters; filters.minAnswerChars is {}", rules.min_answer_chars),
+                format!(
+                    "message {i} (assistant) has {n} characters; filters.minAnswerChars is {}",
+                    rules.min_answer_chars
+                ),
             ));
         }
     }
@@ -52,34 +65,47 @@ pub fn validate(conv: &Conversation, rules: &Rules) -> Result<(), Rejection> {
             }
         }
     }
-    let tools = if conv.tools.is_empty() { &rules.tools } else { &conv.tools };
+    let tools = if conv.tools.is_empty() {
+        &rules.tools
+    } else {
+        &conv.tools
+    };
     check_tool_calls(&conv.messages, tools)
 }
 
 /// system? then user, assistant alternating; an assistant turn with tool calls is followed by its tool results
 /// and then an assistant turn; the conversation ends with the assistant (text or a tool call to learn).
 fn check_order(messages: &[Message]) -> Result<(), Rejection> {
-    let turns: Vec<(usize, &Message)> = messages.iter().enumerate().skip_while(|(_, m)| m.role == Role::System).collect();
+    let turns: Vec<(usize, &Message)> = messages
+        .iter()
+        .enumerate()
+        .skip_while(|(_, m)| m.role == Role::System)
+        .collect();
     if turns.len() + 1 < messages.len() {
-        return Err(Rejection::new(Reason::WrongOrder, "more than one leading system message"));
+        return Err(Rejection::new(
+            Reason::WrongOrder,
+            "more than one leading system message",
+        ));
     }
     let Some((_, first)) = turns.first() else {
-        return Err(Rejection::new(Reason::MissingField, "the conversation has no user or assistant messages"));
+        return Err(Rejection::new(
+            Reason::MissingField,
+            "the conversation has no user or assistant messages",
+        ));
     };
     if first.role != Role::User {
-        return Err(Rejection::new(Reason::WrongOrder, format!("the first turn is {}, not user", first.role.as_str())));
+        return Err(Rejection::new(
+            Reason::WrongOrder,
+            format!("the first turn is {}, not user", first.role.as_str()),
+        ));
     }
     for w in turns.windows(2) {
         let ((_, prev), (i, m)) = (w[0], w[1]);
         let ok = match m.role {
             Role::System => false,
             Role::User => prev.role == Role::Assistant && prev.tool_calls.is_empty(),
-            Role::Assistant => {
-                prev.role == Role::User || prev.role == Role::Tool
-            }
-            Role::Tool => {
-                (prev.role == Role::Assistant && !prev.tool_calls.is_empty()) || prev.role == Role::Tool
-            }
+            Role::Assistant => prev.role == Role::User || prev.role == Role::Tool,
+            Role::Tool => (prev.role == Role::Assistant && !prev.tool_calls.is_empty()) || prev.role == Role::Tool,
         };
         if !ok {
             let what = if prev.role == Role::Assistant && !prev.tool_calls.is_empty() {
@@ -87,14 +113,18 @@ fn check_order(messages: &[Message]) -> Result<(), Rejection> {
             } else {
                 prev.role.as_str().to_string()
             };
-            return Err(Rejection::new(Reason::WrongOrder, format!("message {i} ({}) follows {what}", m.role.as_str())));
+            return Err(Rejection::new(
+                Reason::WrongOrder,
+                format!("message {i} ({}) follows {what}", m.role.as_str()),
+            ));
         }
     }
     match turns.last() {
         Some((_, m)) if m.role == Role::Assistant => Ok(()),
-        Some((i, m)) => {
-            Err(Rejection::new(Reason::WrongOrder, format!("the last message ({i}) is {}, not assistant", m.role.as_str())))
-        }
+        Some((i, m)) => Err(Rejection::new(
+            Reason::WrongOrder,
+            format!("the last message ({i}) is {}, not assistant", m.role.as_str()),
+        )),
         None => Ok(()),
     }
 }
@@ -142,7 +172,10 @@ fn unfilled_variable(prose: &str) -> Option<String> {
         let ident = !inner.is_empty()
             && inner.len() <= 40
             && inner.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_')
-            && inner.bytes().next().is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
+            && inner
+                .bytes()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
             && b.get(s + 2 + len) != Some(&b'}');
         if ident {
             return Some(format!("{{{inner}}}"));
@@ -174,7 +207,11 @@ fn check_tool_calls(messages: &[Message], tools: &[Value]) -> Result<(), Rejecti
                 let declared: Vec<&str> = tools.iter().filter_map(tool_name).collect();
                 return Err(Rejection::new(
                     Reason::UnknownTool,
-                    format!("message {i} calls {:?}, which is not a declared tool ({})", call.name, declared.join(", ")),
+                    format!(
+                        "message {i} calls {:?}, which is not a declared tool ({})",
+                        call.name,
+                        declared.join(", ")
+                    ),
                 ));
             };
             let schema = tool.pointer("/function/parameters").unwrap_or(&Value::Null);
@@ -302,7 +339,11 @@ fn short(v: &Value) -> String {
         Value::Array(_) => "array",
         Value::Object(_) => "object",
     };
-    if s.len() > 40 { format!("{kind} {}…", &s[..s.char_indices().nth(40).map_or(s.len(), |(i, _)| i)]) } else { format!("{kind} {s}") }
+    if s.len() > 40 {
+        format!("{kind} {}…", &s[..s.char_indices().nth(40).map_or(s.len(), |(i, _)| i)])
+    } else {
+        format!("{kind} {s}")
+    }
 }
 
 #[cfg(test)]
@@ -312,14 +353,24 @@ mod tests {
     use crate::dataset::spec::fireweave_tools;
     use serde_json::json;
 
-    const ANSWER: &str = "Use traffic flow analysis: enter the source, destination and port, then read the verdict per hop.";
+    const ANSWER: &str =
+        "Use traffic flow analysis: enter the source, destination and port, then read the verdict per hop.";
 
     fn rules() -> Rules {
-        Rules { min_answer_chars: 40, reject_placeholders: true, tools: fireweave_tools() }
+        Rules {
+            min_answer_chars: 40,
+            reject_placeholders: true,
+            tools: fireweave_tools(),
+        }
     }
 
     fn conv(messages: Vec<Message>) -> Conversation {
-        Conversation { id: None, topic: None, messages, tools: Vec::new() }
+        Conversation {
+            id: None,
+            topic: None,
+            messages,
+            tools: Vec::new(),
+        }
     }
 
     fn reason(messages: Vec<Message>) -> Option<Reason> {
@@ -327,40 +378,86 @@ mod tests {
     }
 
     fn call(name: &str, args: serde_json::Value) -> Message {
-        Message::tool_calls(vec![ToolCall { name: name.into(), arguments: args }])
+        Message::tool_calls(vec![ToolCall {
+            name: name.into(),
+            arguments: args,
+        }])
     }
 
     #[test]
     fn a_good_conversation_passes() {
-        assert_eq!(reason(vec![Message::system("s"), Message::user("How do I check a flow?"), Message::assistant(ANSWER)]), None);
+        assert_eq!(
+            reason(vec![
+                Message::system("s"),
+                Message::user("How do I check a flow?"),
+                Message::assistant(ANSWER)
+            ]),
+            None
+        );
     }
 
     #[test]
     fn wrong_order_is_rejected() {
-        assert_eq!(reason(vec![Message::assistant(ANSWER), Message::user("How do I check a flow?")]), Some(Reason::WrongOrder));
         assert_eq!(
-            reason(vec![Message::user("How do I check a flow?"), Message::user("And NAT as well?"), Message::assistant(ANSWER)]),
+            reason(vec![
+                Message::assistant(ANSWER),
+                Message::user("How do I check a flow?")
+            ]),
+            Some(Reason::WrongOrder)
+        );
+        assert_eq!(
+            reason(vec![
+                Message::user("How do I check a flow?"),
+                Message::user("And NAT as well?"),
+                Message::assistant(ANSWER)
+            ]),
             Some(Reason::WrongOrder)
         );
         // Ends with the user: nothing to learn.
         assert_eq!(
-            reason(vec![Message::user("How do I check a flow?"), Message::assistant(ANSWER), Message::user("Thanks a lot!")]),
+            reason(vec![
+                Message::user("How do I check a flow?"),
+                Message::assistant(ANSWER),
+                Message::user("Thanks a lot!")
+            ]),
             Some(Reason::WrongOrder)
         );
         // A tool result without a call before it.
         assert_eq!(
-            reason(vec![Message::user("How do I check a flow?"), Message::tool_result("x", "{}"), Message::assistant(ANSWER)]),
+            reason(vec![
+                Message::user("How do I check a flow?"),
+                Message::tool_result("x", "{}"),
+                Message::assistant(ANSWER)
+            ]),
             Some(Reason::WrongOrder)
         );
-        assert_eq!(reason(vec![Message::system("only a system prompt")]), Some(Reason::MissingField));
+        assert_eq!(
+            reason(vec![Message::system("only a system prompt")]),
+            Some(Reason::MissingField)
+        );
     }
 
     #[test]
     fn empty_and_short_fields_are_rejected() {
-        assert_eq!(reason(vec![Message::user("How do I check a flow?"), Message::assistant("  ")]), Some(Reason::EmptyField));
-        assert_eq!(reason(vec![Message::user(""), Message::assistant(ANSWER)]), Some(Reason::EmptyField));
-        assert_eq!(reason(vec![Message::user("How do I check a flow?"), Message::assistant("Yes.")]), Some(Reason::TooShort));
-        assert_eq!(reason(vec![Message::user("DNS?"), Message::assistant(ANSWER)]), Some(Reason::TooShort));
+        assert_eq!(
+            reason(vec![Message::user("How do I check a flow?"), Message::assistant("  ")]),
+            Some(Reason::EmptyField)
+        );
+        assert_eq!(
+            reason(vec![Message::user(""), Message::assistant(ANSWER)]),
+            Some(Reason::EmptyField)
+        );
+        assert_eq!(
+            reason(vec![
+                Message::user("How do I check a flow?"),
+                Message::assistant("Yes.")
+            ]),
+            Some(Reason::TooShort)
+        );
+        assert_eq!(
+            reason(vec![Message::user("DNS?"), Message::assistant(ANSWER)]),
+            Some(Reason::TooShort)
+        );
     }
 
     #[test]
@@ -388,24 +485,41 @@ mod tests {
         }
         let mut lenient = rules();
         lenient.reject_placeholders = false;
-        let c = conv(vec![Message::user("How do I check a flow?"), Message::assistant("TODO: write the answer for this question later on.")]);
+        let c = conv(vec![
+            Message::user("How do I check a flow?"),
+            Message::assistant("TODO: write the answer for this question later on."),
+        ]);
         assert!(validate(&c, &lenient).is_ok());
     }
 
     #[test]
     fn tool_calls_must_name_a_declared_tool() {
-        let r = reason(vec![Message::user("Delete rule web-in please"), call("delete_firewall_rule", json!({"rule": "web-in"}))]);
+        let r = reason(vec![
+            Message::user("Delete rule web-in please"),
+            call("delete_firewall_rule", json!({"rule": "web-in"})),
+        ]);
         assert_eq!(r, Some(Reason::UnknownTool));
         // A record's own tools replace the defaults.
-        let mut c = conv(vec![Message::user("Delete rule web-in please"), call("delete_firewall_rule", json!({"rule": "web-in"}))]);
-        c.tools = vec![json!({"type": "function", "function": {"name": "delete_firewall_rule", "parameters": {"type": "object"}}})];
+        let mut c = conv(vec![
+            Message::user("Delete rule web-in please"),
+            call("delete_firewall_rule", json!({"rule": "web-in"})),
+        ]);
+        c.tools = vec![
+            json!({"type": "function", "function": {"name": "delete_firewall_rule", "parameters": {"type": "object"}}}),
+        ];
         assert!(validate(&c, &rules()).is_ok());
     }
 
     #[test]
     fn tool_arguments_must_match_the_schema() {
         let ok = json!({"source": "10.1.1.1", "destination": "10.2.2.2", "port": 443});
-        assert_eq!(reason(vec![Message::user("Check 10.1.1.1 to 10.2.2.2"), call("check_traffic_flow", ok)]), None);
+        assert_eq!(
+            reason(vec![
+                Message::user("Check 10.1.1.1 to 10.2.2.2"),
+                call("check_traffic_flow", ok)
+            ]),
+            None
+        );
         for bad in [
             json!({"source": "10.1.1.1", "destination": "10.2.2.2", "port": "https"}),
             json!({"source": "10.1.1.1", "port": 443}),
@@ -414,12 +528,24 @@ mod tests {
             json!({"source": "10.1.1.1", "destination": "10.2.2.2", "port": 443, "protocol": "sctp"}),
             json!("source=10.1.1.1"),
         ] {
-            let r = validate(&conv(vec![Message::user("Check 10.1.1.1 to 10.2.2.2"), call("check_traffic_flow", bad.clone())]), &rules());
+            let r = validate(
+                &conv(vec![
+                    Message::user("Check 10.1.1.1 to 10.2.2.2"),
+                    call("check_traffic_flow", bad.clone()),
+                ]),
+                &rules(),
+            );
             let err = r.expect_err("bad arguments must be rejected");
             assert_eq!(err.reason, Reason::InvalidToolArguments, "{bad}: {}", err.detail);
         }
         let r = validate(
-            &conv(vec![Message::user("Scan pa-dc1-edge for ISO"), call("run_compliance_scan", json!({"framework": "ISO27001", "firewall": "pa-dc1-edge"}))]),
+            &conv(vec![
+                Message::user("Scan pa-dc1-edge for ISO"),
+                call(
+                    "run_compliance_scan",
+                    json!({"framework": "ISO27001", "firewall": "pa-dc1-edge"}),
+                ),
+            ]),
             &rules(),
         );
         let detail = r.expect_err("enum").detail;

@@ -25,7 +25,11 @@ impl ApiKey {
     }
 
     /// The mounted Secret (`<secrets>/<name>/<key>`) wins over the environment; Ollama needs no key.
-    pub fn resolve(provider: Provider, secret: Option<&SecretKeyRef>, secrets: &Path) -> Result<Option<Self>, SynthError> {
+    pub fn resolve(
+        provider: Provider,
+        secret: Option<&SecretKeyRef>,
+        secrets: &Path,
+    ) -> Result<Option<Self>, SynthError> {
         if let Some(r) = secret {
             let path = secrets.join(&r.name).join(&r.key);
             let text = std::fs::read_to_string(&path).map_err(|source| SynthError::KeyFile { path, source })?;
@@ -110,7 +114,9 @@ impl Client {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let ticket = budget.reserve(estimate, self.next_id.fetch_add(1, Ordering::Relaxed)).await;
+            let ticket = budget
+                .reserve(estimate, self.next_id.fetch_add(1, Ordering::Relaxed))
+                .await;
             match self.complete(system, user).await {
                 Ok(mut c) => {
                     if c.tokens == 0 {
@@ -125,7 +131,10 @@ impl Client {
                     if attempt >= tuning.max_attempts {
                         return Err((attempt, m));
                     }
-                    let backoff = tuning.backoff.saturating_mul(1 << (attempt - 1).min(6)).min(Duration::from_secs(60));
+                    let backoff = tuning
+                        .backoff
+                        .saturating_mul(1 << (attempt - 1).min(6))
+                        .min(Duration::from_secs(60));
                     let wait = after.map_or(backoff, |a| a.max(backoff));
                     tracing::warn!(attempt, wait_ms = wait.as_millis() as u64, error = %m, "retrying the synthesis request");
                     tokio::time::sleep(wait).await;
@@ -158,7 +167,11 @@ impl Client {
             (Some(k), _) => req.bearer_auth(&k.0),
             (None, _) => req,
         };
-        let resp = req.json(&body).send().await.map_err(|e| Failure::Retry(format!("{}", e.without_url()), None))?;
+        let resp = req
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| Failure::Retry(format!("{}", e.without_url()), None))?;
         let status = resp.status();
         let retry_after = resp
             .headers()
@@ -166,9 +179,15 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<f64>().ok())
             .map(|s| Duration::from_secs_f64(s.clamp(0.0, 300.0)));
-        let text = resp.text().await.map_err(|e| Failure::Retry(format!("{}", e.without_url()), None))?;
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| Failure::Retry(format!("{}", e.without_url()), None))?;
         if status.as_u16() == 429 || status.is_server_error() {
-            return Err(Failure::Retry(format!("HTTP {status}: {}", excerpt(&text)), retry_after));
+            return Err(Failure::Retry(
+                format!("HTTP {status}: {}", excerpt(&text)),
+                retry_after,
+            ));
         }
         if !status.is_success() {
             return Err(Failure::Fatal(format!("HTTP {status}: {}", excerpt(&text))));
@@ -177,24 +196,35 @@ impl Client {
             .map_err(|e| Failure::Fatal(format!("the {:?} API answered non-JSON: {e}", self.provider)))?;
         let (content, tokens) = match self.provider {
             Provider::Openai => (
-                v.pointer("/choices/0/message/content").and_then(Value::as_str).map(str::to_string),
+                v.pointer("/choices/0/message/content")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
                 v.pointer("/usage/total_tokens").and_then(Value::as_u64).unwrap_or(0),
             ),
             Provider::Anthropic => (
                 v.get("content").and_then(Value::as_array).map(|blocks| {
-                    blocks.iter().filter_map(|b| b.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("")
+                    blocks
+                        .iter()
+                        .filter_map(|b| b.get("text").and_then(Value::as_str))
+                        .collect::<Vec<_>>()
+                        .join("")
                 }),
                 v.pointer("/usage/input_tokens").and_then(Value::as_u64).unwrap_or(0)
                     + v.pointer("/usage/output_tokens").and_then(Value::as_u64).unwrap_or(0),
             ),
             Provider::Ollama => (
-                v.pointer("/message/content").and_then(Value::as_str).map(str::to_string),
+                v.pointer("/message/content")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
                 v.get("prompt_eval_count").and_then(Value::as_u64).unwrap_or(0)
                     + v.get("eval_count").and_then(Value::as_u64).unwrap_or(0),
             ),
         };
         // An answer without text is saved as malformed output (a rejection), not retried forever.
-        Ok(Completion { text: content.unwrap_or_default(), tokens })
+        Ok(Completion {
+            text: content.unwrap_or_default(),
+            tokens,
+        })
     }
 }
 

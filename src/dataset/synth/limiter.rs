@@ -25,7 +25,11 @@ pub struct Ticket {
 
 impl TokenBudget {
     pub fn new(per_window: u64, window: Duration) -> Self {
-        TokenBudget { per_window, window, spent: Mutex::new(VecDeque::new()) }
+        TokenBudget {
+            per_window,
+            window,
+            spent: Mutex::new(VecDeque::new()),
+        }
     }
 
     /// How long to wait before `tokens` fit, or `None` (and the charge is made) when they fit now.
@@ -57,7 +61,11 @@ impl TokenBudget {
             match self.try_reserve(tokens, Instant::now(), id) {
                 Ok(t) => return t,
                 Err(wait) => {
-                    tracing::debug!(wait_ms = wait.as_millis() as u64, tokens, "waiting for the tokens-per-minute budget");
+                    tracing::debug!(
+                        wait_ms = wait.as_millis() as u64,
+                        tokens,
+                        "waiting for the tokens-per-minute budget"
+                    );
                     tokio::time::sleep(wait).await;
                 }
             }
@@ -82,9 +90,15 @@ mod tests {
         let t0 = Instant::now();
         assert!(b.try_reserve(600, t0, 1).is_ok());
         assert!(b.try_reserve(400, t0 + Duration::from_secs(1), 2).is_ok());
-        let wait = b.try_reserve(100, t0 + Duration::from_secs(2), 3).err().expect("over budget must wait");
+        let wait = b
+            .try_reserve(100, t0 + Duration::from_secs(2), 3)
+            .err()
+            .expect("over budget must wait");
         // The first charge (600) leaves the window at t0+60s.
-        assert!(wait > Duration::from_secs(57) && wait <= Duration::from_secs(59), "{wait:?}");
+        assert!(
+            wait > Duration::from_secs(57) && wait <= Duration::from_secs(59),
+            "{wait:?}"
+        );
         assert!(b.try_reserve(100, t0 + Duration::from_secs(61), 3).is_ok());
     }
 
