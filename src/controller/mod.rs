@@ -1,0 +1,15 @@
+//! The operator's controllers: one folder per custom resource, each with pure builders (`build.rs`) for the
+//! objects it owns. Shared pieces: installation settings, hardened security contexts, labels and volumes.
+
+pub mod apply;
+pub mod config;
+pub mod context;
+pub mod dataset;
+pub mod fake_api;
+pub mod finalizer;
+pub mod job_status;
+pub mod model_serving;
+pub mod operator;
+pub mod security;
+pub mod training_run;
+pub mod workload;
