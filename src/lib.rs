@@ -4,6 +4,8 @@
 pub mod chat;
 pub mod doctor;
 pub mod hf;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod telemetry;
 #[cfg(feature = "train")]
 pub mod train;

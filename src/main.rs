@@ -17,6 +17,9 @@ struct Cli {
 enum Command {
     /// Report what this build can do here: features, libtorch and CUDA, llama.cpp backends.
     Doctor,
+    /// Serve GGUF models on the Ollama REST API (plus /metrics, /healthz, /readyz) with llama.cpp.
+    #[cfg(feature = "serve")]
+    Serve(fireweave_ai::serve::ServeArgs),
 }
 
 fn main() -> Result<()> {
@@ -24,5 +27,7 @@ fn main() -> Result<()> {
     fireweave_ai::telemetry::init(cli.log_json);
     match cli.command {
         Command::Doctor => fireweave_ai::doctor::run(),
+        #[cfg(feature = "serve")]
+        Command::Serve(args) => Ok(fireweave_ai::serve::run(args)?),
     }
 }
