@@ -117,6 +117,7 @@ fn build_sampler(model: &LlamaModel, s: &Sampling, grammar: Option<&str>) -> Res
     }
     if s.repeat_penalty != 1.0 || s.frequency_penalty != 0.0 || s.presence_penalty != 0.0 {
         chain.push(LlamaSampler::penalties(
+            model.n_vocab(),
             s.repeat_last_n,
             s.repeat_penalty,
             s.frequency_penalty,

@@ -205,15 +205,15 @@ async fn show(State(state): State<AppState>, body: Bytes) -> Result<Json<Value>,
     if m.supports_tools() {
         capabilities.push("tools");
     }
+    let mut model_info = serde_json::Map::new();
+    model_info.insert("general.architecture".into(), json!(arch));
+    model_info.insert("general.parameter_count".into(), json!(m.facts.parameter_count));
+    model_info.insert(format!("{arch}.context_length"), json!(m.facts.context_length));
+    model_info.insert(format!("{arch}.embedding_length"), json!(m.facts.embedding_length));
     Ok(Json(json!({
         "modelfile": modelfile, "parameters": parameters, "template": template, "system": system,
         "details": details(&m),
-        "model_info": {
-            "general.architecture": arch,
-            "general.parameter_count": m.facts.parameter_count,
-            format!("{arch}.context_length"): m.facts.context_length,
-            format!("{arch}.embedding_length"): m.facts.embedding_length,
-        },
+        "model_info": model_info,
         "capabilities": capabilities,
         "modified_at": rfc3339(m.facts.modified_at),
     })))
@@ -355,45 +355,33 @@ fn enqueue(m: &ServedModel, job: Job) -> Result<(), ApiError> {
 
 /// Streams NDJSON (Ollama) or SSE (OpenAI). An error after the first byte becomes a final `{"error"}` line,
 /// as in Ollama; dropping this stream (client gone) closes the event channel, which frees the slot.
-fn stream_response(mut rx: mpsc::UnboundedReceiver<Event>, mut responder: Responder) -> Response {
+fn stream_response(rx: mpsc::UnboundedReceiver<Event>, responder: Responder) -> Response {
     let sse = responder.flavor == Flavor::OpenAi;
-    let frame = move |v: &Value| {
-        if sse {
-            format!("data: {v}\n\n")
-        } else {
-            format!("{v}\n")
-        }
-    };
-    let stream = futures::stream::unfold(Some(()), move |alive| {
-        let rx = &mut rx;
-        let responder = &mut responder;
-        let frame = frame.clone();
-        async move {
-            alive?;
-            loop {
-                match rx.recv().await {
-                    Some(Event::Text(t)) => {
-                        if let Some(v) = responder.piece(&t) {
-                            return Some((Ok::<_, Infallible>(Bytes::from(frame(&v))), Some(())));
-                        }
+    let stream = futures::stream::unfold(Some((rx, responder)), move |state| async move {
+        let (mut rx, mut responder) = state?;
+        loop {
+            match rx.recv().await {
+                Some(Event::Text(t)) => {
+                    if let Some(v) = responder.piece(&t) {
+                        return Some((Ok::<_, Infallible>(frame(sse, &v)), Some((rx, responder))));
                     }
-                    Some(Event::Done(f)) => {
-                        let mut out: String = responder.stream_end(&f).iter().map(&frame).collect();
-                        if sse {
-                            out.push_str("data: [DONE]\n\n");
-                        }
-                        return Some((Ok(Bytes::from(out)), None));
-                    }
-                    Some(Event::Error(e)) => {
-                        let v = if sse {
-                            json!({"error": {"message": e, "type": "api_error"}})
-                        } else {
-                            json!({"error": e})
-                        };
-                        return Some((Ok(Bytes::from(frame(&v))), None));
-                    }
-                    None => return Some((Ok(Bytes::from(frame(&json!({"error": "generation stopped"})))), None)),
                 }
+                Some(Event::Done(f)) => {
+                    let mut out: String = responder.stream_end(&f).iter().map(|v| frame(sse, v)).collect();
+                    if sse {
+                        out.push_str("data: [DONE]\n\n");
+                    }
+                    return Some((Ok(out), None));
+                }
+                Some(Event::Error(e)) => {
+                    let v = if sse {
+                        json!({"error": {"message": e, "type": "api_error"}})
+                    } else {
+                        json!({"error": e})
+                    };
+                    return Some((Ok(frame(sse, &v)), None));
+                }
+                None => return Some((Ok(frame(sse, &json!({"error": "generation stopped"}))), None)),
             }
         }
     });
@@ -403,6 +391,14 @@ fn stream_response(mut rx: mpsc::UnboundedReceiver<Event>, mut responder: Respon
         "application/x-ndjson"
     };
     ([(header::CONTENT_TYPE, content_type)], Body::from_stream(stream.boxed())).into_response()
+}
+
+fn frame(sse: bool, v: &Value) -> String {
+    if sse {
+        format!("data: {v}\n\n")
+    } else {
+        format!("{v}\n")
+    }
 }
 
 async fn collect(mut rx: mpsc::UnboundedReceiver<Event>, mut responder: Responder) -> Result<Value, ApiError> {
