@@ -60,7 +60,6 @@ pub struct ServedModel {
     pub jobs: SyncSender<Job>,
     pub state: Arc<EngineState>,
     pub params: EngineParams,
-    pub max_queue: usize,
 }
 
 impl ServedModel {
@@ -201,7 +200,6 @@ pub fn load(
             jobs: tx,
             state,
             params,
-            max_queue,
         }),
         thread,
     ))
