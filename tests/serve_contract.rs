@@ -44,7 +44,14 @@ fn ollama_client_contract_suite() {
     }]}))
     .unwrap();
     std::fs::write(&config, yaml).unwrap();
-    let main = common::Server::start(&["--config", config.to_str().unwrap(), "--parallel", "4", "--num-ctx", "1024"]);
+    let main = common::Server::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--parallel",
+        "4",
+        "--num-ctx",
+        "1024",
+    ]);
     let model_arg = format!("smol={}", gguf.display());
     let busy = common::Server::start(&[
         "--model",
@@ -96,7 +103,12 @@ fn graceful_shutdown_finishes_in_flight(mut server: common::Server) {
     while reader.read_line(&mut line).unwrap() > 0 {
         lines.push(std::mem::take(&mut line));
     }
-    let last = lines.iter().rev().find(|l| l.trim_start().starts_with('{')).cloned().unwrap_or_default();
+    let last = lines
+        .iter()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .cloned()
+        .unwrap_or_default();
     let v: serde_json::Value = serde_json::from_str(last.trim()).unwrap_or_else(|e| panic!("{e}: {last:?}"));
     assert_eq!(v["done"], true, "in-flight request must finish during shutdown: {last}");
     assert_eq!(v["eval_count"], 48);

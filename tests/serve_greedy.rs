@@ -13,7 +13,8 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::sampling::LlamaSampler;
 use std::num::NonZeroU32;
 
-const PROMPT: &str = "<|im_start|>user\nList three common network ports and what they are for.<|im_end|>\n<|im_start|>assistant\n";
+const PROMPT: &str =
+    "<|im_start|>user\nList three common network ports and what they are for.<|im_end|>\n<|im_start|>assistant\n";
 const N: usize = 40;
 
 /// llama.cpp on its own: tokenize, decode the prompt, then argmax one token at a time.
@@ -51,7 +52,10 @@ fn reference_greedy(path: &std::path::Path) -> (Vec<i32>, Vec<i32>) {
 fn server_greedy_tokens_equal_llama_cpp_greedy_tokens() {
     let gguf = common::smollm2_gguf();
     let (prompt, expected) = reference_greedy(&gguf);
-    assert!(expected.len() > 10, "reference produced too little to compare: {expected:?}");
+    assert!(
+        expected.len() > 10,
+        "reference produced too little to compare: {expected:?}"
+    );
     let model_arg = format!("smol={}", gguf.display());
     let server = common::Server::start(&["--model", &model_arg, "--parallel", "4", "--num-ctx", "512"]);
     let body = serde_json::json!({"model": "smol", "prompt": PROMPT, "raw": true, "stream": false,
@@ -69,6 +73,10 @@ fn server_greedy_tokens_equal_llama_cpp_greedy_tokens() {
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         let context: Vec<i32> = serde_json::from_value(v["context"].clone()).unwrap();
         assert_eq!(&context[..prompt.len()], &prompt[..], "prompt tokens differ");
-        assert_eq!(&context[prompt.len()..], &expected[..], "generated tokens differ from llama.cpp greedy");
+        assert_eq!(
+            &context[prompt.len()..],
+            &expected[..],
+            "generated tokens differ from llama.cpp greedy"
+        );
     }
 }

@@ -148,7 +148,9 @@ impl OpenAiChatRequest {
 
     /// `response_format` as an Ollama `format`.
     pub fn format(&self) -> Result<Option<Value>, String> {
-        let Some(rf) = &self.response_format else { return Ok(None) };
+        let Some(rf) = &self.response_format else {
+            return Ok(None);
+        };
         match rf.get("type").and_then(Value::as_str) {
             Some("text") | None => Ok(None),
             Some("json_object") => Ok(Some(json!("json"))),
@@ -396,16 +398,20 @@ impl Responder {
             }
             Flavor::OpenAi => {
                 if let Some(c) = &calls {
-                    out.push(json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                    out.push(
+                        json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
                         "model": self.model, "system_fingerprint": "fp_fireweave",
                         "choices": [{"index": 0, "delta": {"role": "assistant", "content": "",
-                            "tool_calls": Self::openai_calls(c, true)}, "finish_reason": null}]}));
+                            "tool_calls": Self::openai_calls(c, true)}, "finish_reason": null}]}),
+                    );
                 }
-                out.push(json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                out.push(
+                    json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
                     "model": self.model, "system_fingerprint": "fp_fireweave",
                     "choices": [{"index": 0, "delta": {}, "finish_reason": Self::finish_reason(f, calls.is_some())}],
                     "usage": {"prompt_tokens": f.prompt_tokens, "completion_tokens": f.eval_tokens,
-                        "total_tokens": f.prompt_tokens + f.eval_tokens}}));
+                        "total_tokens": f.prompt_tokens + f.eval_tokens}}),
+                );
             }
         }
         out
@@ -414,7 +420,11 @@ impl Responder {
     /// The single object of a non-streaming response.
     pub fn whole(&mut self, f: &Finish) -> Value {
         let calls = self.tool_calls();
-        let content = if calls.is_some() { String::new() } else { self.content.clone() };
+        let content = if calls.is_some() {
+            String::new()
+        } else {
+            self.content.clone()
+        };
         let now = rfc3339(std::time::SystemTime::now());
         match self.flavor {
             Flavor::Chat => {
@@ -454,11 +464,17 @@ pub fn short_id(salt: u64) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
-    let mut x = nanos ^ COUNTER.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ salt;
+    let mut x = nanos
+        ^ COUNTER
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ salt;
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     (0..8)
         .map(|_| {
-            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
             ALPHABET[((x >> 33) % ALPHABET.len() as u64) as usize] as char
         })
         .collect()
@@ -500,7 +516,10 @@ mod tests {
         o.piece("{\"name\": \"check_traffic_flow\", \"parameters\": {\"port\": 22}}");
         let whole = o.whole(&finish());
         assert_eq!(whole["choices"][0]["finish_reason"], "tool_calls");
-        assert_eq!(whole["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"], "{\"port\":22}");
+        assert_eq!(
+            whole["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"],
+            "{\"port\":22}"
+        );
     }
 
     #[test]

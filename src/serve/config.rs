@@ -157,8 +157,9 @@ pub fn load_spec(path: &Path, artifacts: &Path) -> Result<ModelConfig, ConfigErr
             .map(str::to_string)
     };
     let parameters = match modelfile.and_then(|m| m.get("parameters")) {
-        Some(p) => serde_json::from_value(p.clone())
-            .map_err(|e| spec_err(&format!("spec.modelfile.parameters: {e}")))?,
+        Some(p) => {
+            serde_json::from_value(p.clone()).map_err(|e| spec_err(&format!("spec.modelfile.parameters: {e}")))?
+        }
         None => Options::default(),
     };
     Ok(ModelConfig {
@@ -252,9 +253,18 @@ mod tests {
         let d = "A".repeat(64);
         let m = parse_model_arg(&format!("x=/m.gguf@{d}")).unwrap();
         assert_eq!(m.sha256.as_deref(), Some("a".repeat(64).as_str()));
-        assert!(matches!(parse_model_arg("x=/m.gguf@abc"), Err(ConfigError::BadDigest { .. })));
-        assert!(matches!(parse_model_arg("/m.gguf"), Err(ConfigError::BadModelArg { .. })));
-        assert!(matches!(parse_model_arg("=/m.gguf"), Err(ConfigError::BadModelArg { .. })));
+        assert!(matches!(
+            parse_model_arg("x=/m.gguf@abc"),
+            Err(ConfigError::BadDigest { .. })
+        ));
+        assert!(matches!(
+            parse_model_arg("/m.gguf"),
+            Err(ConfigError::BadModelArg { .. })
+        ));
+        assert!(matches!(
+            parse_model_arg("=/m.gguf"),
+            Err(ConfigError::BadModelArg { .. })
+        ));
     }
 
     #[test]

@@ -168,7 +168,12 @@ pub fn run(
         .map_err(|e| format!("creating llama.cpp context: {e}"))?;
     warm_up(model, &mut ctx)?;
     state.ready.store(true, Ordering::SeqCst);
-    tracing::info!(model = model_name, parallel = params.parallel, num_ctx = params.num_ctx, "model ready");
+    tracing::info!(
+        model = model_name,
+        parallel = params.parallel,
+        num_ctx = params.num_ctx,
+        "model ready"
+    );
 
     let mut embed_ctx: Option<LlamaContext> = None;
     let mut slots: Vec<Option<Slot>> = (0..params.parallel).map(|_| None).collect();
@@ -427,7 +432,9 @@ fn embed<'m>(
     for tokens in inputs {
         ctx.clear_kv_cache();
         let mut batch = LlamaBatch::new(tokens.len().max(1), 1);
-        batch.add_sequence(tokens, 0, true).map_err(|e| format!("embedding batch: {e}"))?;
+        batch
+            .add_sequence(tokens, 0, true)
+            .map_err(|e| format!("embedding batch: {e}"))?;
         ctx.decode(&mut batch).map_err(|e| format!("embedding decode: {e}"))?;
         let v = ctx.embeddings_seq_ith(0).map_err(|e| format!("embedding: {e}"))?;
         let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);

@@ -28,8 +28,11 @@ impl Metrics {
         let queue_depth = IntGauge::new("queue_depth", "Generation requests waiting for a slot")?;
         let active_slots = IntGauge::new("active_slots", "Sequences being decoded")?;
         let ttft = HistogramVec::new(
-            HistogramOpts::new("time_to_first_token_seconds", "From admission to the first sampled token")
-                .buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            HistogramOpts::new(
+                "time_to_first_token_seconds",
+                "From admission to the first sampled token",
+            )
+            .buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
             &["endpoint"],
         )?;
         let tokens_per_second = Histogram::with_opts(

@@ -156,7 +156,9 @@ pub fn load(
             name: config.name.clone(),
             source,
         })?;
-    let architecture = model.meta_val_str("general.architecture").unwrap_or_else(|_| "llama".into());
+    let architecture = model
+        .meta_val_str("general.architecture")
+        .unwrap_or_else(|_| "llama".into());
     let quantization_level = model
         .meta_val_str("general.file_type")
         .ok()

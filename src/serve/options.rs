@@ -61,7 +61,14 @@ pub struct Sampling {
 
 /// Runtime knobs that Ollama accepts in `options` but that are fixed per process here.
 const RUNTIME_KEYS: &[&str] = &[
-    "num_batch", "num_gpu", "main_gpu", "use_mmap", "use_mlock", "num_thread", "numa", "low_vram",
+    "num_batch",
+    "num_gpu",
+    "main_gpu",
+    "use_mmap",
+    "use_mlock",
+    "num_thread",
+    "numa",
+    "low_vram",
 ];
 
 impl Options {

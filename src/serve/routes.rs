@@ -80,7 +80,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         // HEAD is answered by the GET route without a body, as Ollama does.
         .route("/", get(|| async { "Ollama is running" }))
-        .route("/api/version", get(|| async { Json(json!({"version": env!("CARGO_PKG_VERSION")})) }))
+        .route(
+            "/api/version",
+            get(|| async { Json(json!({"version": env!("CARGO_PKG_VERSION")})) }),
+        )
         .route("/api/tags", get(tags))
         .route("/api/ps", get(ps))
         .route("/api/show", post(show))
@@ -129,7 +132,12 @@ fn find(state: &AppState, name: &str) -> Result<Arc<ServedModel>, ApiError> {
         .iter()
         .find(|m| m.config.name == bare || m.config.name == name)
         .cloned()
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("model \"{name}\" not found, try pulling it first")))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("model \"{name}\" not found, try pulling it first"),
+            )
+        })
 }
 
 fn details(m: &ServedModel) -> Value {
@@ -229,7 +237,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
     if waiting.is_empty() {
         (StatusCode::OK, "ready").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}", waiting.join(", "))).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}", waiting.join(", ")),
+        )
+            .into_response()
     }
 }
 
@@ -287,7 +299,10 @@ fn render_chat(m: &ServedModel, mut messages: Vec<Message>, tools: &[Value]) -> 
         )));
     };
     if !tools.is_empty() && !m.supports_tools() {
-        return Err(ApiError::bad_request(format!("\"{}\" does not support tools", m.config.name)));
+        return Err(ApiError::bad_request(format!(
+            "\"{}\" does not support tools",
+            m.config.name
+        )));
     }
     if let Some(system) = &m.config.system
         && messages.first().is_none_or(|x| x.role != crate::chat::Role::System)
@@ -300,7 +315,11 @@ fn render_chat(m: &ServedModel, mut messages: Vec<Message>, tools: &[Value]) -> 
 }
 
 /// Queues a generation; `Err` is the 503 when the queue is full.
-fn submit(p: Prepared, endpoint: &'static str) -> Result<(mpsc::UnboundedReceiver<Event>, usize), ApiError> {
+fn submit(
+    p: Prepared,
+    metrics: &Metrics,
+    endpoint: &'static str,
+) -> Result<(mpsc::UnboundedReceiver<Event>, usize), ApiError> {
     let unknown = p.options.unknown_keys();
     if !unknown.is_empty() {
         tracing::warn!(keys = ?unknown, "ignoring unknown options");
@@ -333,14 +352,17 @@ fn submit(p: Prepared, endpoint: &'static str) -> Result<(mpsc::UnboundedReceive
         events: tx,
         endpoint,
     });
-    enqueue(&p.model, job)?;
+    enqueue(&p.model, metrics, job)?;
     Ok((rx, n_prompt))
 }
 
-fn enqueue(m: &ServedModel, job: Job) -> Result<(), ApiError> {
-    m.state.queued.fetch_add(1, Ordering::SeqCst);
+fn enqueue(m: &ServedModel, metrics: &Metrics, job: Job) -> Result<(), ApiError> {
+    let depth = m.state.queued.fetch_add(1, Ordering::SeqCst) + 1;
     match m.jobs.try_send(job) {
-        Ok(()) => Ok(()),
+        Ok(()) => {
+            metrics.queue_depth.set(depth as i64);
+            Ok(())
+        }
         Err(e) => {
             m.state.queued.fetch_sub(1, Ordering::SeqCst);
             match e {
@@ -390,7 +412,11 @@ fn stream_response(rx: mpsc::UnboundedReceiver<Event>, responder: Responder) -> 
     } else {
         "application/x-ndjson"
     };
-    ([(header::CONTENT_TYPE, content_type)], Body::from_stream(stream.boxed())).into_response()
+    (
+        [(header::CONTENT_TYPE, content_type)],
+        Body::from_stream(stream.boxed()),
+    )
+        .into_response()
 }
 
 fn frame(sse: bool, v: &Value) -> String {
@@ -423,7 +449,9 @@ async fn respond(
     if stream {
         Ok(stream_response(rx, responder))
     } else {
-        let v = collect(rx, responder).await.map_err(|e| if openai { e.openai() } else { e })?;
+        let v = collect(rx, responder)
+            .await
+            .map_err(|e| if openai { e.openai() } else { e })?;
         Ok(Json(v).into_response())
     }
 }
@@ -443,6 +471,7 @@ async fn chat(State(state): State<AppState>, body: Bytes) -> Result<Response, Ap
             options: req.options.unwrap_or_default(),
             grammar,
         },
+        &state.metrics,
         "/api/chat",
     )?;
     respond(rx, responder, req.stream.unwrap_or(true), false).await
@@ -452,7 +481,9 @@ async fn generate(State(state): State<AppState>, body: Bytes) -> Result<Response
     let req: GenerateRequest = parse(&body)?;
     let m = find(&state, &req.model)?;
     if req.raw && (req.template.is_some() || req.system.is_some()) {
-        return Err(ApiError::bad_request("raw mode does not support template, system, or context"));
+        return Err(ApiError::bad_request(
+            "raw mode does not support template, system, or context",
+        ));
     }
     if req.template.as_deref().is_some_and(|t| !t.is_empty()) {
         return Err(ApiError::bad_request(
@@ -460,7 +491,10 @@ async fn generate(State(state): State<AppState>, body: Bytes) -> Result<Response
         ));
     }
     if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
-        return Err(ApiError::bad_request(format!("\"{}\" does not support insert", req.model)));
+        return Err(ApiError::bad_request(format!(
+            "\"{}\" does not support insert",
+            req.model
+        )));
     }
     let (prompt, add_special) = if req.raw || m.template.is_none() {
         (req.prompt.clone(), true)
@@ -482,6 +516,7 @@ async fn generate(State(state): State<AppState>, body: Bytes) -> Result<Response
             options: req.options.unwrap_or_default(),
             grammar,
         },
+        &state.metrics,
         "/api/generate",
     )?;
     respond(rx, responder, req.stream.unwrap_or(true), false).await
@@ -495,7 +530,12 @@ async fn openai_chat(State(state): State<AppState>, body: Bytes) -> Result<Respo
     let options = req.options().map_err(|e| ApiError::bad_request(e).openai())?;
     let format = req.format().map_err(|e| ApiError::bad_request(e).openai())?;
     let grammar = grammar_for(format.as_ref()).map_err(ApiError::openai)?;
-    let responder = Responder::new(Flavor::OpenAi, &req.model, &req.tools, format!("chatcmpl-{}", short_id(0)));
+    let responder = Responder::new(
+        Flavor::OpenAi,
+        &req.model,
+        &req.tools,
+        format!("chatcmpl-{}", short_id(0)),
+    );
     let (rx, _) = submit(
         Prepared {
             model: m,
@@ -504,6 +544,7 @@ async fn openai_chat(State(state): State<AppState>, body: Bytes) -> Result<Respo
             options,
             grammar,
         },
+        &state.metrics,
         "/v1/chat/completions",
     )
     .map_err(ApiError::openai)?;
@@ -526,9 +567,16 @@ async fn embed(State(state): State<AppState>, body: Bytes) -> Result<Json<Value>
         _ => return Err(ApiError::bad_request("input: expected a string or an array of strings")),
     };
     let vocab = m.model.vocab();
-    let tokens: Vec<_> = inputs.iter().map(|s| vocab.tokenize(s.as_bytes(), true, false)).collect();
+    let tokens: Vec<_> = inputs
+        .iter()
+        .map(|s| vocab.tokenize(s.as_bytes(), true, false))
+        .collect();
     let num_ctx = m.params.num_ctx as usize;
-    if let Some((i, t)) = tokens.iter().enumerate().find(|(_, t)| t.is_empty() || t.len() > num_ctx) {
+    if let Some((i, t)) = tokens
+        .iter()
+        .enumerate()
+        .find(|(_, t)| t.is_empty() || t.len() > num_ctx)
+    {
         return Err(ApiError::bad_request(format!(
             "input[{i}]: {} tokens; must be between 1 and the context length {num_ctx}",
             t.len()
@@ -536,7 +584,7 @@ async fn embed(State(state): State<AppState>, body: Bytes) -> Result<Json<Value>
     }
     let prompt_eval_count: usize = tokens.iter().map(Vec::len).sum();
     let (reply, rx) = oneshot::channel();
-    enqueue(&m, Job::Embed(EmbedJob { inputs: tokens, reply }))?;
+    enqueue(&m, &state.metrics, Job::Embed(EmbedJob { inputs: tokens, reply }))?;
     let embeddings = rx
         .await
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "embedding stopped"))?

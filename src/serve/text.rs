@@ -75,11 +75,7 @@ impl StopFilter {
 
     pub fn push(&mut self, text: &str) -> StopCheck {
         self.held.push_str(text);
-        let first_match = self
-            .stops
-            .iter()
-            .filter_map(|s| self.held.find(s.as_str()))
-            .min();
+        let first_match = self.stops.iter().filter_map(|s| self.held.find(s.as_str())).min();
         if let Some(at) = first_match {
             let emit = self.held[..at].to_string();
             self.held.clear();
@@ -212,7 +208,10 @@ mod tests {
         assert_eq!(calls[0].arguments["a"], 1);
         assert_eq!(parse_tool_calls("The answer is {1}", &known), None);
         assert_eq!(parse_tool_calls(r#"{"name": "rm_rf", "parameters": {}}"#, &known), None);
-        assert_eq!(parse_tool_calls(r#"{"name": "check_traffic_flow", "parameters": {}} trailing"#, &known), None);
+        assert_eq!(
+            parse_tool_calls(r#"{"name": "check_traffic_flow", "parameters": {}} trailing"#, &known),
+            None
+        );
         assert_eq!(parse_tool_calls(r#"{"a": 1}"#, &[]), None);
         assert!(may_be_tool_call("  {\"na"));
         assert!(may_be_tool_call("<|pyth"));

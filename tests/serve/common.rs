@@ -21,7 +21,11 @@ pub fn smollm2_gguf() -> PathBuf {
              source scripts/env.sh after scripts/provision.sh) so `python` finds it"
         ),
     };
-    assert!(path.is_file(), "{} is missing; run scripts/test.sh to provision the venv", path.display());
+    assert!(
+        path.is_file(),
+        "{} is missing; run scripts/test.sh to provision the venv",
+        path.display()
+    );
     path
 }
 
@@ -77,11 +81,7 @@ impl Server {
         )?;
         let mut raw = String::new();
         s.read_to_string(&mut raw)?;
-        let status = raw
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
+        let status = raw.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
         let body = raw.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
         Ok((status, body))
     }
