@@ -17,6 +17,12 @@ struct Cli {
 enum Command {
     /// Report what this build can do here: features, libtorch and CUDA, llama.cpp backends.
     Doctor,
+    /// Fine-tune a Llama-family model with LoRA from a TrainingRun (the train worker).
+    #[cfg(feature = "train")]
+    Train(fireweave_ai::train::TrainArgs),
+    /// Benchmark a LoRA training step against transformers + peft on CPU (prints figures).
+    #[cfg(feature = "train")]
+    TrainBench(fireweave_ai::train::BenchArgs),
 }
 
 fn main() -> Result<()> {
@@ -24,5 +30,9 @@ fn main() -> Result<()> {
     fireweave_ai::telemetry::init(cli.log_json);
     match cli.command {
         Command::Doctor => fireweave_ai::doctor::run(),
+        #[cfg(feature = "train")]
+        Command::Train(args) => Ok(fireweave_ai::train::main(&args)?),
+        #[cfg(feature = "train")]
+        Command::TrainBench(args) => Ok(fireweave_ai::train::bench::run(&args)?),
     }
 }

@@ -3,7 +3,7 @@
 use crate::hf::{Checkpoint, CheckpointError, Dtype, TensorView};
 use tch::{Device, Kind, Tensor};
 
-fn kind_of(dtype: Dtype) -> Kind {
+pub fn kind_of(dtype: Dtype) -> Kind {
     match dtype {
         Dtype::F32 => Kind::Float,
         Dtype::F16 => Kind::Half,
