@@ -131,14 +131,14 @@ impl LlamaConfig {
             ));
         }
         let kv = raw.num_key_value_heads.unwrap_or(raw.num_attention_heads);
-        if kv == 0 || raw.num_attention_heads % kv != 0 {
+        if kv == 0 || !raw.num_attention_heads.is_multiple_of(kv) {
             return Err(invalid(format!(
                 "num_attention_heads {} is not a multiple of num_key_value_heads {kv}",
                 raw.num_attention_heads
             )));
         }
         let head_dim = raw.head_dim.unwrap_or(raw.hidden_size / raw.num_attention_heads);
-        if head_dim == 0 || head_dim % 2 != 0 {
+        if head_dim == 0 || !head_dim.is_multiple_of(2) {
             return Err(invalid(format!(
                 "head_dim {head_dim} must be even and positive (RoPE rotates pairs)"
             )));
