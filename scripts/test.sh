@@ -26,4 +26,8 @@ step "operator build links no libtorch and no llama.cpp"
 bash scripts/check-operator-links.sh
 
 step "cargo test"
-cargo test --locked
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+cargo test --locked 2>&1 | tee "$log"
+# One closing tally over every test binary (the last binary cargo runs is often the empty doc-test one).
+awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "%d passed, %d failed, %d skipped\n", p, f, s }' "$log"
