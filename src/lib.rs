@@ -1,7 +1,9 @@
 //! fireweave-ai: curate a dataset, fine-tune a Llama-family model with LoRA/QLoRA, quantize it to GGUF and
 //! serve it on the Ollama API — as Kubernetes resources or, with the same YAML, on one machine.
 
+pub mod api;
 pub mod chat;
+pub mod controller;
 pub mod doctor;
 pub mod hf;
 pub mod telemetry;

@@ -17,6 +17,10 @@ struct Cli {
 enum Command {
     /// Report what this build can do here: features, libtorch and CUDA, llama.cpp backends.
     Doctor,
+    /// Write the CustomResourceDefinitions (Dataset, TrainingRun, ModelServing) as YAML into a folder.
+    Crdgen(fireweave_ai::api::crdgen::Args),
+    /// Run the Kubernetes operator (controllers, /metrics, /healthz, /readyz).
+    Operator(Box<fireweave_ai::controller::config::Args>),
 }
 
 fn main() -> Result<()> {
@@ -24,5 +28,10 @@ fn main() -> Result<()> {
     fireweave_ai::telemetry::init(cli.log_json);
     match cli.command {
         Command::Doctor => fireweave_ai::doctor::run(),
+        Command::Crdgen(args) => Ok(fireweave_ai::api::crdgen::run(&args)?),
+        Command::Operator(args) => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            Ok(runtime.block_on(fireweave_ai::controller::operator::run(*args))?)
+        }
     }
 }

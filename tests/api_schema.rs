@@ -15,11 +15,25 @@ fn schema_of(kind: &str) -> Value {
         "ModelServing" => ModelServing::crd(),
         other => panic!("no CRD for kind {other}"),
     };
-    serde_json::to_value(crd.spec.versions[0].schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref()))
-        .expect("schema serializes")
+    serde_json::to_value(
+        crd.spec.versions[0]
+            .schema
+            .as_ref()
+            .and_then(|s| s.open_api_v3_schema.as_ref()),
+    )
+    .expect("schema serializes")
 }
 
 /// Structural checks the API server makes before CEL: types, required fields, enums, pruned unknown fields.
+/// `spec.export` under the root, `spec.export.gguf` below it: the field paths the API server prints.
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
 fn structural_errors(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
     if value.is_null() && schema["nullable"] == true {
         return;
@@ -50,11 +64,11 @@ fn structural_errors(schema: &Value, value: &Value, path: &str, errors: &mut Vec
         for req in schema["required"].as_array().into_iter().flatten() {
             let key = req.as_str().unwrap_or_default();
             if !obj.contains_key(key) {
-                errors.push(format!("{path}.{key}: Required value"));
+                errors.push(format!("{}: Required value", join(path, key)));
             }
         }
         for (k, v) in obj {
-            let child = format!("{path}.{k}");
+            let child = join(path, k);
             match (props.and_then(|p| p.get(k)), schema.get("additionalProperties")) {
                 (Some(s), _) => structural_errors(s, v, &child, errors),
                 (None, Some(s)) if s.is_object() => structural_errors(s, v, &child, errors),
@@ -74,14 +88,20 @@ fn structural_errors(schema: &Value, value: &Value, path: &str, errors: &mut Vec
 fn cel_messages(kind: &str, value: &Value, old: Option<&Value>) -> Vec<String> {
     match Validator::new().validate(&schema_of(kind), value, old) {
         Ok(()) => Vec::new(),
-        Err(errors) => errors.into_iter().map(|e| format!("{}: {}", e.field_path, e.message)).collect(),
+        Err(errors) => errors
+            .into_iter()
+            .map(|e| format!("{}: {}", e.field_path, e.message))
+            .collect(),
     }
 }
 
 fn examples() -> Vec<(String, Value)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/examples");
     let mut out = Vec::new();
-    let mut files: Vec<_> = std::fs::read_dir(&dir).expect("manifests/examples exists").flatten().collect();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("manifests/examples exists")
+        .flatten()
+        .collect();
     files.sort_by_key(|e| e.path());
     for entry in files {
         let path = entry.path();
@@ -97,7 +117,11 @@ fn examples() -> Vec<(String, Value)> {
 #[test]
 fn every_example_validates_and_deserializes() {
     let all = examples();
-    assert!(all.len() >= 6, "expected the pipeline and the CPU variant, found {}", all.len());
+    assert!(
+        all.len() >= 6,
+        "expected the pipeline and the CPU variant, found {}",
+        all.len()
+    );
     for (file, obj) in all {
         let kind = obj["kind"].as_str().expect("kind").to_string();
         let mut errors = Vec::new();
@@ -177,7 +201,9 @@ fn base_model_is_immutable_once_training_started() {
     new["status"] = old["status"].clone();
     assert_eq!(
         cel_messages("TrainingRun", &new, Some(&old)),
-        [".spec.baseModel: spec.baseModel cannot change once training has started; create a new TrainingRun for another base model"]
+        [
+            ".spec.baseModel: spec.baseModel cannot change once training has started; create a new TrainingRun for another base model"
+        ]
     );
     // Other fields stay editable: a new attempt starts instead.
     let mut lr = old.clone();
@@ -187,15 +213,17 @@ fn base_model_is_immutable_once_training_started() {
 
 #[test]
 fn model_serving_needs_exactly_one_model_and_a_valid_digest() {
-    let obj = |model: Value| {
-        json!({"apiVersion": "ai.fireweave.io/v1alpha1", "kind": "ModelServing", "metadata": {"name": "m"}, "spec": {"model": model}})
-    };
+    let obj = |model: Value| json!({"apiVersion": "ai.fireweave.io/v1alpha1", "kind": "ModelServing", "metadata": {"name": "m"}, "spec": {"model": model}});
     assert_eq!(
         cel_messages("ModelServing", &obj(json!({})), None),
         ["spec.model: model sets exactly one of trainingRunRef or gguf"]
     );
     assert_eq!(
-        cel_messages("ModelServing", &obj(json!({"gguf": {"path": "m.gguf", "sha256": "xyz"}})), None),
+        cel_messages(
+            "ModelServing",
+            &obj(json!({"gguf": {"path": "m.gguf", "sha256": "xyz"}})),
+            None
+        ),
         ["spec.model.gguf.sha256: sha256 must be 64 lower-case hex digits, optionally prefixed sha256:"]
     );
     let good = obj(json!({"gguf": {"path": "m.gguf", "sha256": "0".repeat(64)}}));
@@ -204,10 +232,12 @@ fn model_serving_needs_exactly_one_model_and_a_valid_digest() {
 
 #[test]
 fn dataset_sources_set_exactly_one_origin() {
-    let obj = |sources: Value| {
-        json!({"apiVersion": "ai.fireweave.io/v1alpha1", "kind": "Dataset", "metadata": {"name": "d"}, "spec": {"sources": sources}})
-    };
-    let mut messages = cel_messages("Dataset", &obj(json!([{"path": "a", "url": "https://x/y.jsonl"}])), None);
+    let obj = |sources: Value| json!({"apiVersion": "ai.fireweave.io/v1alpha1", "kind": "Dataset", "metadata": {"name": "d"}, "spec": {"sources": sources}});
+    let mut messages = cel_messages(
+        "Dataset",
+        &obj(json!([{"path": "a", "url": "https://x/y.jsonl"}])),
+        None,
+    );
     messages.sort();
     assert_eq!(
         messages,

@@ -78,7 +78,15 @@ pub fn set_health(
     now: &Time,
 ) {
     let msg = |is: bool| if is { message.to_string() } else { String::new() };
-    set_condition(conditions, READY, health == Health::Ready, reason, msg(true), generation, now);
+    set_condition(
+        conditions,
+        READY,
+        health == Health::Ready,
+        reason,
+        msg(true),
+        generation,
+        now,
+    );
     set_condition(
         conditions,
         RECONCILING,
@@ -99,6 +107,39 @@ pub fn set_health(
     );
 }
 
+/// A status with a phase and kstatus conditions (all three resources have one).
+pub trait Phased {
+    fn phase(&self) -> Option<&str>;
+    fn conditions(&self) -> &[Condition];
+}
+
+macro_rules! phased {
+    ($($status:ty),*) => {$(
+        impl Phased for $status {
+            fn phase(&self) -> Option<&str> {
+                self.phase.as_deref()
+            }
+            fn conditions(&self) -> &[Condition] {
+                &self.conditions
+            }
+        }
+    )*};
+}
+phased!(
+    super::DatasetStatus,
+    super::TrainingRunStatus,
+    super::ModelServingStatus
+);
+
+/// The message of whichever of `Ready`/`Reconciling`/`Stalled` is True (what an Event about it should say).
+pub fn health_message(conditions: &[Condition]) -> String {
+    conditions
+        .iter()
+        .find(|c| c.status == "True" && [READY, RECONCILING, STALLED].contains(&c.type_.as_str()))
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
 /// Whether condition `type_` is present and True.
 pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
     conditions.iter().any(|c| c.type_ == type_ && c.status == "True")
@@ -116,8 +157,22 @@ mod tests {
     #[test]
     fn transition_time_moves_only_when_status_flips() {
         let mut c = Vec::new();
-        set_health(&mut c, Health::Reconciling, reason::JOB_RUNNING, "job running", Some(1), &at(10));
-        set_health(&mut c, Health::Reconciling, reason::JOB_RUNNING, "job running", Some(2), &at(20));
+        set_health(
+            &mut c,
+            Health::Reconciling,
+            reason::JOB_RUNNING,
+            "job running",
+            Some(1),
+            &at(10),
+        );
+        set_health(
+            &mut c,
+            Health::Reconciling,
+            reason::JOB_RUNNING,
+            "job running",
+            Some(2),
+            &at(20),
+        );
         let rec = c.iter().find(|c| c.type_ == RECONCILING).expect("present");
         assert_eq!(rec.last_transition_time, at(10));
         assert_eq!(rec.observed_generation, Some(2));

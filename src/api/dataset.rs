@@ -14,6 +14,7 @@ use super::common::{ArtifactRef, ArtifactRetention, SecretKeyRef, free_form_obje
     group = "ai.fireweave.io",
     version = "v1alpha1",
     kind = "Dataset",
+    doc = "Training conversations for the assistant: validated, scored, deduplicated and split into a content-addressed artifact that TrainingRuns read.",
     namespaced,
     status = "DatasetStatus",
     shortname = "fwds",
@@ -187,7 +188,10 @@ pub struct Dedup {
 
 impl Default for Dedup {
     fn default() -> Self {
-        Self { exact: true, near_duplicate_threshold: default_near_duplicate_threshold() }
+        Self {
+            exact: true,
+            near_duplicate_threshold: default_near_duplicate_threshold(),
+        }
     }
 }
 
@@ -206,7 +210,10 @@ pub struct Split {
 
 impl Default for Split {
     fn default() -> Self {
-        Self { eval_fraction: default_eval_fraction(), seed: default_split_seed() }
+        Self {
+            eval_fraction: default_eval_fraction(),
+            seed: default_split_seed(),
+        }
     }
 }
 
@@ -348,4 +355,3 @@ pub fn default_tools() -> Vec<serde_json::Value> {
         ),
     ]
 }
-

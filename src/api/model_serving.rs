@@ -14,6 +14,7 @@ use super::common::{ComputeResources, Quantization};
     group = "ai.fireweave.io",
     version = "v1alpha1",
     kind = "ModelServing",
+    doc = "An Ollama-API inference Deployment and Service for a GGUF model (a TrainingRun output or a file on the artifact volume).",
     namespaced,
     status = "ModelServingStatus",
     shortname = "fwms",
@@ -118,7 +119,11 @@ pub struct Modelfile {
 
 impl Default for Modelfile {
     fn default() -> Self {
-        Self { system: default_system(), template: None, parameters: ModelParameters::default() }
+        Self {
+            system: default_system(),
+            template: None,
+            parameters: ModelParameters::default(),
+        }
     }
 }
 
@@ -177,7 +182,10 @@ pub struct Rollout {
 
 impl Default for Rollout {
     fn default() -> Self {
-        Self { max_surge: default_max_surge(), smoke_prompt: default_smoke_prompt() }
+        Self {
+            max_surge: default_max_surge(),
+            smoke_prompt: default_smoke_prompt(),
+        }
     }
 }
 
@@ -267,7 +275,14 @@ fn default_smoke_prompt() -> String {
 }
 /// The seed Modelfile's stop strings: Llama 3 headers, end of turn, and the reserved special tokens.
 pub fn default_stop() -> Vec<String> {
-    ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|reserved_special_token"].map(String::from).to_vec()
+    [
+        "<|start_header_id|>",
+        "<|end_header_id|>",
+        "<|eot_id|>",
+        "<|reserved_special_token",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 /// The seed Modelfile's system prompt.
 pub fn default_system() -> String {

@@ -14,6 +14,7 @@ use super::common::{ArtifactRef, ArtifactRetention, ComputeResources, Quantizati
     group = "ai.fireweave.io",
     version = "v1alpha1",
     kind = "TrainingRun",
+    doc = "A LoRA/QLoRA fine-tune of a Llama-family model on a Dataset, exported as a PEFT adapter, a merged checkpoint and GGUF files.",
     namespaced,
     status = "TrainingRunStatus",
     shortname = "fwtr",
@@ -222,7 +223,10 @@ pub struct Export {
 
 impl Default for Export {
     fn default() -> Self {
-        Self { merge: true, gguf: default_gguf() }
+        Self {
+            merge: true,
+            gguf: default_gguf(),
+        }
     }
 }
 
@@ -360,7 +364,17 @@ fn default_r() -> u32 {
     16
 }
 fn default_target_modules() -> Vec<String> {
-    ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"].map(String::from).to_vec()
+    [
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 fn default_epochs() -> u32 {
     3

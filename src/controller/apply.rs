@@ -8,7 +8,9 @@ use kube::{Api, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::context::{Context, Error, kube_err};
 use super::workload::FIELD_MANAGER;
+use crate::api::conditions::{Phased, health_message};
 
 /// Whether every field of `desired` is present with the same value in `live` (objects recursively, lists
 /// element by element). Fields the API server adds (defaults, status, managed fields) do not count.
@@ -34,8 +36,66 @@ where
         }
     }
     let name = desired.meta().name.clone().unwrap_or_default();
-    let applied = api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(desired)).await?;
+    let applied = api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(desired),
+        )
+        .await?;
     Ok((applied, true))
+}
+
+/// Reads the live object named like `desired` and applies `desired` unless the live one already matches it.
+pub async fn ensure<K>(api: &Api<K>, desired: &K) -> Result<K, Error>
+where
+    K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
+{
+    let meta = desired.meta();
+    let what = format!(
+        "{} {}/{}",
+        K::kind(&()),
+        meta.namespace.as_deref().unwrap_or(""),
+        meta.name.as_deref().unwrap_or("")
+    );
+    let live = api
+        .get_opt(meta.name.as_deref().unwrap_or_default())
+        .await
+        .map_err(kube_err(format!("get {what}")))?;
+    let (object, _) = apply(api, desired, live)
+        .await
+        .map_err(kube_err(format!("apply {what}")))?;
+    Ok(object)
+}
+
+/// Writes a custom resource's new status unless it is unchanged, and records an Event when its phase changed
+/// (a `Warning` for `Failed`).
+pub async fn update_status<K>(ctx: &Context, api: &Api<K>, obj: &K, status: &K::Status) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + kube::core::object::HasStatus + DeserializeOwned + Clone + Debug,
+    K::Status: Phased + Serialize + PartialEq,
+{
+    let old = obj.status();
+    let new_phase = status.phase().unwrap_or_default();
+    let message = health_message(status.conditions());
+    ctx.phase_event(
+        obj,
+        old.and_then(|s| s.phase()),
+        new_phase,
+        new_phase == "Failed",
+        &message,
+    )
+    .await;
+    if old != Some(status) {
+        let name = obj.meta().name.clone().unwrap_or_default();
+        let what = format!(
+            "status of {} {}/{name}",
+            K::kind(&()),
+            obj.meta().namespace.as_deref().unwrap_or("")
+        );
+        apply_status(api, &name, status).await.map_err(kube_err(what))?;
+    }
+    Ok(())
 }
 
 /// Applies the `status` of custom resource `K` named `name` (one field manager for spec children and status).
@@ -49,7 +109,8 @@ where
         "kind": K::kind(&()),
         "status": status,
     });
-    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;
+    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
+        .await?;
     Ok(())
 }
 

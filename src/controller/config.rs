@@ -6,16 +6,32 @@ use std::path::PathBuf;
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
     /// Image of the dataset worker (`fireweave-ai dataset`); the operator image works, it has no heavy features.
-    #[arg(long, env = "FIREWEAVE_WORKER_IMAGE", default_value = "ghcr.io/fireweave/fireweave-ai:0.1.0")]
+    #[arg(
+        long,
+        env = "FIREWEAVE_WORKER_IMAGE",
+        default_value = "ghcr.io/fireweave/fireweave-ai:0.1.0"
+    )]
     pub worker_image: String,
     /// Image of the train and quantize steps (built with the `train` feature, CUDA libtorch).
-    #[arg(long, env = "FIREWEAVE_TRAINER_IMAGE", default_value = "ghcr.io/fireweave/fireweave-ai-trainer:0.1.0")]
+    #[arg(
+        long,
+        env = "FIREWEAVE_TRAINER_IMAGE",
+        default_value = "ghcr.io/fireweave/fireweave-ai-trainer:0.1.0"
+    )]
     pub trainer_image: String,
     /// Image of the built-in server (`engine: builtin`, built with the `serve` feature).
-    #[arg(long, env = "FIREWEAVE_SERVE_IMAGE", default_value = "ghcr.io/fireweave/fireweave-ai-serve:0.1.0")]
+    #[arg(
+        long,
+        env = "FIREWEAVE_SERVE_IMAGE",
+        default_value = "ghcr.io/fireweave/fireweave-ai-serve:0.1.0"
+    )]
     pub serve_image: String,
     /// Official Ollama image (`engine: ollama`). Pin a tag or digest; nothing is downloaded at Pod start.
-    #[arg(long, env = "FIREWEAVE_OLLAMA_IMAGE", default_value = "docker.io/ollama/ollama:0.12.6")]
+    #[arg(
+        long,
+        env = "FIREWEAVE_OLLAMA_IMAGE",
+        default_value = "docker.io/ollama/ollama:0.12.6"
+    )]
     pub ollama_image: String,
     /// PersistentVolumeClaim holding datasets, checkpoints and models (ReadWriteMany recommended).
     #[arg(long, env = "FIREWEAVE_ARTIFACT_PVC", default_value = "fireweave-artifacts")]
@@ -29,6 +45,15 @@ pub struct Args {
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "FIREWEAVE_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: std::net::SocketAddr,
+    /// Elect one active replica through a Lease (turn off only for a single replica run by hand).
+    #[arg(long, env = "FIREWEAVE_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "FIREWEAVE_LEASE_NAME", default_value = "fireweave-ai-operator")]
+    pub lease_name: String,
+    /// Namespace of the Lease: the operator's own (the chart passes the Pod's namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "fireweave-system")]
+    pub lease_namespace: String,
 }
 
 /// What the builders need to know about the installation (a subset of [`Args`], no I/O).

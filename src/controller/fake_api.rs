@@ -11,6 +11,11 @@ use http::{Request, Response, StatusCode};
 use kube::client::Body;
 use serde_json::{Value, json};
 
+/// `METHOD path?query` of each request, for asserting the sequence a reconcile sent.
+pub fn calls(requests: &[Recorded]) -> Vec<String> {
+    requests.iter().map(|r| format!("{} {}", r.method, r.path)).collect()
+}
+
 /// One request the fake received.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Recorded {
@@ -24,6 +29,8 @@ pub struct Recorded {
 struct State {
     objects: BTreeMap<String, Value>,
     requests: Vec<Recorded>,
+    /// Off in the benchmark: 60,000 recorded bodies would dwarf what is being measured.
+    not_recording: bool,
     resource_version: u64,
 }
 
@@ -33,7 +40,7 @@ pub struct FakeApiServer {
     state: Arc<Mutex<State>>,
 }
 
-const PLURALS: [(&str, &str); 9] = [
+const PLURALS: [(&str, &str); 11] = [
     ("ConfigMap", "configmaps"),
     ("Job", "jobs"),
     ("Pod", "pods"),
@@ -43,13 +50,19 @@ const PLURALS: [(&str, &str); 9] = [
     ("Dataset", "datasets"),
     ("TrainingRun", "trainingruns"),
     ("ModelServing", "modelservings"),
+    ("Lease", "leases"),
+    ("Event", "events"),
 ];
 
 /// The REST path of an object from its apiVersion, kind, namespace and name.
 pub fn object_path(obj: &Value) -> String {
     let api_version = obj["apiVersion"].as_str().unwrap_or("v1");
     let kind = obj["kind"].as_str().unwrap_or("");
-    let plural = PLURALS.iter().find(|(k, _)| *k == kind).map(|(_, p)| *p).unwrap_or("unknown");
+    let plural = PLURALS
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map(|(_, p)| *p)
+        .unwrap_or("unknown");
     let prefix = if api_version.contains('/') { "apis" } else { "api" };
     let ns = obj["metadata"]["namespace"].as_str().unwrap_or("default");
     let name = obj["metadata"]["name"].as_str().unwrap_or("");
@@ -72,10 +85,13 @@ fn merge(into: &mut Value, patch: &Value) {
 }
 
 fn labels_match(obj: &Value, selector: &str) -> bool {
-    selector.split(',').filter(|s| !s.is_empty()).all(|term| match term.split_once('=') {
-        Some((k, v)) => obj["metadata"]["labels"][k].as_str() == Some(v),
-        None => false,
-    })
+    selector
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .all(|term| match term.split_once('=') {
+            Some((k, v)) => obj["metadata"]["labels"][k].as_str() == Some(v),
+            None => false,
+        })
 }
 
 fn decode(s: &str) -> String {
@@ -102,6 +118,14 @@ fn not_found(path: &str) -> (StatusCode, Value) {
         StatusCode::NOT_FOUND,
         json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404,
                "message": format!("{path} not found"), "metadata": {}}),
+    )
+}
+
+fn conflict(path: &str, reason: &str) -> (StatusCode, Value) {
+    (
+        StatusCode::CONFLICT,
+        json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": reason, "code": 409,
+               "message": format!("{path}: {reason}"), "metadata": {}}),
     )
 }
 
@@ -140,6 +164,21 @@ impl FakeApiServer {
         std::mem::take(&mut self.lock().requests)
     }
 
+    /// Whether requests are recorded (on by default).
+    pub fn set_recording(&self, on: bool) {
+        self.lock().not_recording = !on;
+    }
+
+    /// Size of every stored object as compact JSON: what a cluster would hold, and roughly what the
+    /// operator's watch caches of the same objects weigh.
+    pub fn stored_bytes(&self) -> usize {
+        self.lock()
+            .objects
+            .values()
+            .map(|v| serde_json::to_vec(v).map(|b| b.len()).unwrap_or(0))
+            .sum()
+    }
+
     /// Number of stored objects.
     pub fn len(&self) -> usize {
         self.lock().objects.len()
@@ -159,17 +198,34 @@ impl FakeApiServer {
         let path = req.uri().path().to_string();
         let query = req.uri().query().unwrap_or("").to_string();
         let bytes = req.into_body().collect_bytes().await.unwrap_or_default();
-        let body: Option<Value> = if bytes.is_empty() { None } else { serde_json::from_slice(&bytes).ok() };
-        let full = if query.is_empty() { path.clone() } else { format!("{path}?{query}") };
-        let (code, value) = {
-            let mut s = self.lock();
-            s.requests.push(Recorded { method: method.clone(), path: full, body: body.clone() });
-            Self::answer(&mut s, &method, &path, &query, body)
+        let body: Option<Value> = if bytes.is_empty() {
+            None
+        } else {
+            serde_json::from_slice(&bytes).ok()
         };
+        let (code, value) = self.respond(&method, &path, &query, body);
         let bytes = serde_json::to_vec(&value).unwrap_or_default();
         let mut resp = Response::new(Body::from(bytes));
         *resp.status_mut() = code;
         Ok(resp)
+    }
+
+    /// Records and answers one request; also what the benchmark's out-of-process server calls.
+    pub fn respond(&self, method: &str, path: &str, query: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let full = if query.is_empty() {
+            path.to_string()
+        } else {
+            format!("{path}?{query}")
+        };
+        let mut s = self.lock();
+        if !s.not_recording {
+            s.requests.push(Recorded {
+                method: method.to_string(),
+                path: full,
+                body: body.clone(),
+            });
+        }
+        Self::answer(&mut s, method, path, query, body)
     }
 
     fn answer(s: &mut State, method: &str, path: &str, query: &str, body: Option<Value>) -> (StatusCode, Value) {
@@ -183,13 +239,18 @@ impl FakeApiServer {
                     .map(decode)
                     .unwrap_or_default();
                 let prefix = format!("{path}/");
+                // A range scan: the benchmark lists Pods of 1,000 Jobs among tens of thousands of objects.
                 let items: Vec<Value> = s
                     .objects
-                    .iter()
-                    .filter(|(k, v)| k.starts_with(&prefix) && !k[prefix.len()..].contains('/') && labels_match(v, &selector))
+                    .range(prefix.clone()..)
+                    .take_while(|(k, _)| k.starts_with(&prefix))
+                    .filter(|(k, v)| !k[prefix.len()..].contains('/') && labels_match(v, &selector))
                     .map(|(_, v)| v.clone())
                     .collect();
-                (StatusCode::OK, json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": s.resource_version.to_string()}, "items": items}))
+                (
+                    StatusCode::OK,
+                    json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": s.resource_version.to_string()}, "items": items}),
+                )
             }
             "GET" => match s.objects.get(path) {
                 Some(v) => (StatusCode::OK, v.clone()),
@@ -200,27 +261,58 @@ impl FakeApiServer {
                 s.resource_version += 1;
                 let rv = s.resource_version.to_string();
                 if let Some(object_path) = path.strip_suffix("/status") {
-                    let Some(obj) = s.objects.get_mut(object_path) else { return not_found(path) };
+                    let Some(obj) = s.objects.get_mut(object_path) else {
+                        return not_found(path);
+                    };
                     merge(&mut obj["status"], &patch["status"]);
                     obj["metadata"]["resourceVersion"] = json!(rv);
                     return (StatusCode::OK, obj.clone());
                 }
-                let obj = s.objects.entry(path.to_string()).or_insert_with(|| json!({"metadata": {"uid": format!("uid-{rv}")}}));
+                let obj = s
+                    .objects
+                    .entry(path.to_string())
+                    .or_insert_with(|| json!({"metadata": {"uid": format!("uid-{rv}")}}));
+                let spec_before = obj["spec"].clone();
                 merge(obj, &patch);
                 obj["metadata"]["resourceVersion"] = json!(rv);
+                // As the API server does: a spec change bumps metadata.generation (1 on creation), which is
+                // what lets a controller tell a Deployment's old status from the one for the new template.
+                if spec_before.is_null() || obj["spec"] != spec_before {
+                    let generation = obj["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
+                    obj["metadata"]["generation"] = json!(generation);
+                }
                 (StatusCode::OK, obj.clone())
             }
             "POST" => {
                 let mut obj = body.unwrap_or(Value::Null);
-                s.resource_version += 1;
                 let name = obj["metadata"]["name"]
                     .as_str()
                     .map(String::from)
-                    .unwrap_or_else(|| format!("generated-{}", s.resource_version));
+                    .unwrap_or_else(|| format!("generated-{}", s.resource_version + 1));
+                let at = format!("{path}/{name}");
+                if s.objects.contains_key(&at) {
+                    return conflict(&at, "AlreadyExists");
+                }
+                s.resource_version += 1;
                 obj["metadata"]["name"] = json!(name);
                 obj["metadata"]["resourceVersion"] = json!(s.resource_version.to_string());
-                s.objects.insert(format!("{path}/{name}"), obj.clone());
+                s.objects.insert(at, obj.clone());
                 (StatusCode::CREATED, obj)
+            }
+            // Replace: like the API server, refuse a write based on an older resourceVersion.
+            "PUT" => {
+                let mut obj = body.unwrap_or(Value::Null);
+                let Some(current) = s.objects.get(path) else {
+                    return not_found(path);
+                };
+                let sent = obj["metadata"]["resourceVersion"].as_str();
+                if sent.is_some_and(|v| Some(v) != current["metadata"]["resourceVersion"].as_str()) {
+                    return conflict(path, "Conflict");
+                }
+                s.resource_version += 1;
+                obj["metadata"]["resourceVersion"] = json!(s.resource_version.to_string());
+                s.objects.insert(path.to_string(), obj.clone());
+                (StatusCode::OK, obj)
             }
             "DELETE" => match s.objects.remove(path) {
                 Some(v) => (StatusCode::OK, v),

@@ -80,6 +80,9 @@ pub fn remove_artifacts(mount: &Path, folder: &str, delete: bool) -> Result<(), 
     match std::fs::remove_dir_all(&path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(Error::Cleanup { path: path.display().to_string(), source }),
+        Err(source) => Err(Error::Cleanup {
+            path: path.display().to_string(),
+            source,
+        }),
     }
 }

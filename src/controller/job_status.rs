@@ -30,7 +30,11 @@ pub fn outcome(job: &Job, pods: &[Pod]) -> JobOutcome {
     }
     if let Some(failed) = condition("Failed").or_else(|| condition("FailureTarget")) {
         let pod_reason = pods.iter().rev().find_map(pod_failure);
-        let job_reason = format!("{}: {}", failed.reason.as_deref().unwrap_or("Failed"), failed.message.as_deref().unwrap_or(""));
+        let job_reason = format!(
+            "{}: {}",
+            failed.reason.as_deref().unwrap_or("Failed"),
+            failed.message.as_deref().unwrap_or("")
+        );
         return JobOutcome::Failed(pod_reason.unwrap_or(job_reason));
     }
     if status.and_then(|s| s.active).unwrap_or(0) > 0 && pods.iter().any(is_running) {
@@ -58,7 +62,13 @@ pub fn pod_failure(pod: &Pod) -> Option<String> {
         (t.exit_code != 0).then(|| {
             let message = t.message.as_deref().unwrap_or("").trim();
             let last_line = message.lines().last().unwrap_or("");
-            format!("{}: {} (exit code {}): {}", c.name, t.reason.as_deref().unwrap_or("Error"), t.exit_code, last_line)
+            format!(
+                "{}: {} (exit code {}): {}",
+                c.name,
+                t.reason.as_deref().unwrap_or("Error"),
+                t.exit_code,
+                last_line
+            )
         })
     })
 }
@@ -93,14 +103,21 @@ pub fn container_result<T: DeserializeOwned>(pods: &[Pod], container: &str) -> R
         .filter_map(|c| c.state.as_ref()?.terminated.as_ref())
         .filter(|t| t.exit_code == 0)
         .find_map(|t| t.message.clone())
-        .ok_or_else(|| ResultError::Missing { container: container.to_string() })?;
+        .ok_or_else(|| ResultError::Missing {
+            container: container.to_string(),
+        })?;
     let line = message.trim().lines().last().unwrap_or("");
-    serde_json::from_str(line).map_err(|e| ResultError::Malformed { container: container.to_string(), reason: e.to_string() })
+    serde_json::from_str(line).map_err(|e| ResultError::Malformed {
+        container: container.to_string(),
+        reason: e.to_string(),
+    })
 }
 
 /// The Pod whose trainer is running now (for scraping its metrics): its IP.
 pub fn running_pod_ip(pods: &[Pod]) -> Option<String> {
-    pods.iter().filter(|p| is_running(p)).find_map(|p| p.status.as_ref()?.pod_ip.clone())
+    pods.iter()
+        .filter(|p| is_running(p))
+        .find_map(|p| p.status.as_ref()?.pod_ip.clone())
 }
 
 #[cfg(test)]
@@ -126,18 +143,30 @@ mod tests {
     #[test]
     fn succeeded_job_yields_the_workers_result() {
         let result = r#"{"artifact":{"uri":"datasets/ai/fw/sha256-1","digest":"sha256:1"},"stats":{"input":10,"kept":8,"train":7,"eval":1}}"#;
-        let pods = [pod(json!({"phase": "Succeeded", "containerStatuses": [terminated("dataset", 0, "Completed", &format!("log line\n{result}"))]}))];
+        let pods = [pod(
+            json!({"phase": "Succeeded", "containerStatuses": [terminated("dataset", 0, "Completed", &format!("log line\n{result}"))]}),
+        )];
         let j = job(json!({"conditions": [{"type": "Complete", "status": "True"}], "succeeded": 1}));
         assert_eq!(outcome(&j, &pods), JobOutcome::Succeeded);
         let r: DatasetResult = container_result(&pods, "dataset").expect("result");
-        assert_eq!((r.artifact.digest.as_str(), r.stats.kept, r.stats.eval), ("sha256:1", 8, 1));
+        assert_eq!(
+            (r.artifact.digest.as_str(), r.stats.kept, r.stats.eval),
+            ("sha256:1", 8, 1)
+        );
     }
 
     #[test]
     fn failed_job_names_the_pod_reason() {
-        let pods = [pod(json!({"phase": "Failed", "initContainerStatuses": [terminated("train", 137, "OOMKilled", "")]}))];
-        let j = job(json!({"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]}));
-        assert_eq!(outcome(&j, &pods), JobOutcome::Failed("train: OOMKilled (exit code 137): ".into()));
+        let pods = [pod(
+            json!({"phase": "Failed", "initContainerStatuses": [terminated("train", 137, "OOMKilled", "")]}),
+        )];
+        let j = job(
+            json!({"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]}),
+        );
+        assert_eq!(
+            outcome(&j, &pods),
+            JobOutcome::Failed("train: OOMKilled (exit code 137): ".into())
+        );
         assert_eq!(
             outcome(&j, &[]),
             JobOutcome::Failed("BackoffLimitExceeded: Job has reached the specified backoff limit".into())
@@ -146,11 +175,18 @@ mod tests {
 
     #[test]
     fn malformed_result_is_an_error_not_a_panic() {
-        let pods = [pod(json!({"containerStatuses": [terminated("dataset", 0, "Completed", "not json")]}))];
-        assert!(matches!(container_result::<DatasetResult>(&pods, "dataset"), Err(ResultError::Malformed { .. })));
+        let pods = [pod(
+            json!({"containerStatuses": [terminated("dataset", 0, "Completed", "not json")]}),
+        )];
+        assert!(matches!(
+            container_result::<DatasetResult>(&pods, "dataset"),
+            Err(ResultError::Malformed { .. })
+        ));
         assert_eq!(
             container_result::<DatasetResult>(&pods, "other"),
-            Err(ResultError::Missing { container: "other".into() })
+            Err(ResultError::Missing {
+                container: "other".into()
+            })
         );
     }
 

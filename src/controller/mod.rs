@@ -8,8 +8,11 @@ pub mod dataset;
 pub mod fake_api;
 pub mod finalizer;
 pub mod job_status;
+pub mod leader;
 pub mod model_serving;
 pub mod operator;
 pub mod security;
+#[cfg(test)]
+mod test_support;
 pub mod training_run;
 pub mod workload;

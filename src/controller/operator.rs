@@ -8,17 +8,24 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::ListParams;
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
-use kube::{Api, Client};
-use prometheus::{Encoder, HistogramVec, IntCounterVec, Registry, TextEncoder};
+use kube::{Api, Client, Resource, ResourceExt};
+use prometheus::{Encoder, HistogramVec, IntCounterVec, IntGaugeVec, Registry, TextEncoder};
+use serde::de::DeserializeOwned;
 
 use super::config::{Args, Settings};
 use super::context::{Context, Error};
-use super::dataset;
-use crate::api::Dataset;
+use super::leader::LeaderElection;
+use super::{dataset, model_serving, training_run};
+use crate::api::{Dataset, ModelServing, TrainingRun};
 
 /// Errors that stop the operator.
 #[derive(Debug, thiserror::Error)]
@@ -28,7 +35,10 @@ pub enum OperatorError {
     #[error("metrics registry: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("serving {addr}: {source}")]
-    Http { addr: std::net::SocketAddr, source: std::io::Error },
+    Http {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Reconcile counters and durations, labelled by kind and a fixed error category.
@@ -38,6 +48,7 @@ pub struct Metrics {
     reconciles: IntCounterVec,
     errors: IntCounterVec,
     duration: HistogramVec,
+    objects: IntGaugeVec,
 }
 
 impl Metrics {
@@ -48,7 +59,10 @@ impl Metrics {
             &["kind"],
         )?;
         let errors = IntCounterVec::new(
-            prometheus::Opts::new("fireweave_operator_reconcile_errors_total", "Reconciles that failed, by category"),
+            prometheus::Opts::new(
+                "fireweave_operator_reconcile_errors_total",
+                "Reconciles that failed, by category",
+            ),
             &["kind", "category"],
         )?;
         let duration = HistogramVec::new(
@@ -58,25 +72,51 @@ impl Metrics {
         )?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(errors.clone()))?;
+        let objects = IntGaugeVec::new(
+            prometheus::Opts::new(
+                "fireweave_operator_objects",
+                "Custom resources in the watched namespaces, by phase",
+            ),
+            &["kind", "phase"],
+        )?;
         registry.register(Box::new(duration.clone()))?;
-        Ok(Self { registry, reconciles, errors, duration })
+        registry.register(Box::new(objects.clone()))?;
+        Ok(Self {
+            registry,
+            reconciles,
+            errors,
+            duration,
+            objects,
+        })
     }
 
-    fn observe(&self, kind: &str, started: Instant, error: Option<&Error>) {
+    pub fn observe(&self, kind: &str, started: Instant, error: Option<&Error>) {
         self.reconciles.with_label_values(&[kind]).inc();
-        self.duration.with_label_values(&[kind]).observe(started.elapsed().as_secs_f64());
+        self.duration
+            .with_label_values(&[kind])
+            .observe(started.elapsed().as_secs_f64());
         if let Some(e) = error {
             self.errors.with_label_values(&[kind, e.category()]).inc();
         }
     }
 }
 
+/// Phase of each cached object, for the `fireweave_operator_objects` gauge.
+type PhaseCounter = Box<dyn Fn() -> Vec<(&'static str, String)> + Send + Sync>;
+
 struct Shared {
     metrics: Metrics,
     ready: AtomicBool,
+    phases: std::sync::Mutex<Vec<PhaseCounter>>,
 }
 
 async fn metrics_handler(State(s): State<Arc<Shared>>) -> (StatusCode, String) {
+    s.metrics.objects.reset();
+    for count in s.phases.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        for (kind, phase) in count() {
+            s.metrics.objects.with_label_values(&[kind, &phase]).inc();
+        }
+    }
     let mut buf = Vec::new();
     match TextEncoder::new().encode(&s.metrics.registry.gather(), &mut buf) {
         Ok(()) => (StatusCode::OK, String::from_utf8_lossy(&buf).into_owned()),
@@ -85,13 +125,119 @@ async fn metrics_handler(State(s): State<Arc<Shared>>) -> (StatusCode, String) {
 }
 
 async fn readyz(State(s): State<Arc<Shared>>) -> StatusCode {
-    if s.ready.load(Ordering::Relaxed) { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }
+    if s.ready.load(Ordering::Relaxed) {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+fn api<K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>>(
+    client: &Client,
+    ns: &Option<String>,
+) -> Api<K> {
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+fn phase_of<K, S>(kind: &'static str, store: Store<K>, phase: fn(&S) -> Option<&str>) -> PhaseCounter
+where
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static + kube::core::object::HasStatus<Status = S>,
+    S: 'static,
+{
+    Box::new(move || {
+        store
+            .state()
+            .iter()
+            .map(|o| (kind, o.status().and_then(phase).unwrap_or("Pending").to_string()))
+            .collect()
+    })
+}
+
+/// Runs one controller's reconciles, timing each and counting failures by category.
+async fn drive<K, F, Fut>(
+    controller: Controller<K>,
+    kind: &'static str,
+    reconcile: F,
+    ctx: Arc<Context>,
+    metrics: Metrics,
+) where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    F: Fn(Arc<K>, Arc<Context>) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = Result<Action, Error>> + Send + 'static,
+{
+    controller
+        .shutdown_on_signal()
+        .run(
+            move |obj, ctx: Arc<Context>| {
+                let (metrics, reconcile) = (metrics.clone(), reconcile.clone());
+                async move {
+                    let started = Instant::now();
+                    let result = reconcile(obj, ctx).await;
+                    metrics.observe(kind, started, result.as_ref().err());
+                    result
+                }
+            },
+            move |obj: Arc<K>, err: &Error, _ctx| {
+                // One object's failure is logged and retried on its own; the other objects keep reconciling.
+                tracing::warn!(kind, name = %obj.name_any(), namespace = ?obj.namespace(), category = err.category(), error = %err, "reconcile failed");
+                Action::requeue(Duration::from_secs(30))
+            },
+            ctx,
+        )
+        .for_each(|_| async {})
+        .await;
+}
+
+/// Waits until the three CRDs answer a list: the operator is not ready in a cluster without them.
+async fn wait_for_crds(client: &Client, namespaces: &[Option<String>]) {
+    let one = ListParams::default().limit(1);
+    loop {
+        let mut missing = Vec::new();
+        for ns in namespaces {
+            if let Err(e) = api::<Dataset>(client, ns).list_metadata(&one).await {
+                missing.push(format!("Dataset: {e}"));
+            }
+            if let Err(e) = api::<TrainingRun>(client, ns).list_metadata(&one).await {
+                missing.push(format!("TrainingRun: {e}"));
+            }
+            if let Err(e) = api::<ModelServing>(client, ns).list_metadata(&one).await {
+                missing.push(format!("ModelServing: {e}"));
+            }
+        }
+        if missing.is_empty() {
+            return;
+        }
+        tracing::warn!(
+            ?missing,
+            "custom resources not served yet (are the CRDs installed?); retrying"
+        );
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
+
+/// Holds the Lease or waits for it; returns once this replica leads.
+async fn become_leader(election: &LeaderElection) {
+    loop {
+        match election.try_acquire().await {
+            Ok(true) => return,
+            Ok(false) => tracing::info!("another replica leads; waiting"),
+            Err(e) => tracing::warn!(error = %e, "leader election"),
+        }
+        tokio::time::sleep(election.renew_every()).await;
+    }
 }
 
 /// Runs until SIGTERM/SIGINT, then lets in-flight reconciles finish.
 pub async fn run(args: Args) -> Result<(), OperatorError> {
     let client = Client::try_default().await.map_err(OperatorError::Client)?;
-    let shared = Arc::new(Shared { metrics: Metrics::new()?, ready: AtomicBool::new(false) });
+    let shared = Arc::new(Shared {
+        metrics: Metrics::new()?,
+        ready: AtomicBool::new(false),
+        phases: Default::default(),
+    });
     let app = axum::Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok" }))
@@ -99,52 +245,153 @@ pub async fn run(args: Args) -> Result<(), OperatorError> {
         .with_state(shared.clone());
     let listener = tokio::net::TcpListener::bind(args.http_addr)
         .await
-        .map_err(|source| OperatorError::Http { addr: args.http_addr, source })?;
+        .map_err(|source| OperatorError::Http {
+            addr: args.http_addr,
+            source,
+        })?;
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "http server stopped");
         }
     });
 
-    let ctx = Arc::new(Context { client: client.clone(), settings: Settings::from(&args), http: reqwest::Client::new() });
-    let namespaces = if args.namespaces.is_empty() { vec![None] } else { args.namespaces.iter().cloned().map(Some).collect() };
-    let mut controllers = Vec::new();
-    for ns in namespaces {
-        let api = |c: &Client| -> (Api<Dataset>, Api<Job>, Api<ConfigMap>) {
-            match &ns {
-                Some(ns) => (Api::namespaced(c.clone(), ns), Api::namespaced(c.clone(), ns), Api::namespaced(c.clone(), ns)),
-                None => (Api::all(c.clone()), Api::all(c.clone()), Api::all(c.clone())),
+    let election = args.leader_election.then(|| {
+        let identity =
+            std::env::var("POD_NAME").unwrap_or_else(|_| format!("fireweave-ai-operator-{}", std::process::id()));
+        let leases: Api<Lease> = Api::namespaced(client.clone(), &args.lease_namespace);
+        Arc::new(LeaderElection::new(
+            leases,
+            &args.lease_name,
+            &identity,
+            Duration::from_secs(15),
+        ))
+    });
+    if let Some(election) = &election {
+        become_leader(election).await;
+        tracing::info!("leading");
+        let election = election.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(election.renew_every()).await;
+                if !matches!(election.try_acquire().await, Ok(true)) {
+                    // Another replica may already be reconciling: stop at once rather than act twice.
+                    tracing::error!("lost the leader Lease; exiting so a restart can wait for it again");
+                    std::process::exit(1);
+                }
             }
-        };
-        let (datasets, jobs, config_maps) = api(&client);
-        let metrics = shared.metrics.clone();
-        let ctx = ctx.clone();
-        let controller = Controller::new(datasets, watcher::Config::default())
-            .owns(jobs, watcher::Config::default())
-            .owns(config_maps, watcher::Config::default())
-            .shutdown_on_signal()
-            .run(
-                move |obj, ctx: Arc<Context>| {
-                    let metrics = metrics.clone();
-                    async move {
-                        let started = Instant::now();
-                        let result = dataset::reconcile::reconcile(obj, ctx).await;
-                        metrics.observe("Dataset", started, result.as_ref().err());
-                        result
-                    }
-                },
-                |_obj, err: &Error, _ctx| {
-                    tracing::warn!(category = err.category(), error = %err, "reconcile failed");
-                    Action::requeue(Duration::from_secs(30))
-                },
-                ctx,
-            )
-            .for_each(|_| async {});
-        controllers.push(controller);
+        });
     }
-    shared.ready.store(true, Ordering::Relaxed);
-    tracing::info!("operator running");
-    futures::future::join_all(controllers).await;
+
+    let namespaces = if args.namespaces.is_empty() {
+        vec![None]
+    } else {
+        args.namespaces.iter().cloned().map(Some).collect()
+    };
+    wait_for_crds(&client, &namespaces).await;
+    let ctx = Arc::new(Context::new(client.clone(), Settings::from(&args)));
+    let wc = watcher::Config::default;
+    let mut tasks = Vec::new();
+    let mut stores_ready = Vec::new();
+    for ns in &namespaces {
+        let datasets = Controller::new(api::<Dataset>(&client, ns), wc())
+            .owns(api::<Job>(&client, ns), wc())
+            .owns(api::<ConfigMap>(&client, ns), wc());
+
+        let runs = Controller::new(api::<TrainingRun>(&client, ns), wc());
+        let run_store = runs.store();
+        // A Dataset that becomes Ready (or is rebuilt) wakes the TrainingRuns that read it.
+        let runs = runs
+            .owns(api::<Job>(&client, ns), wc())
+            .owns(api::<ConfigMap>(&client, ns), wc())
+            .watches(api::<Dataset>(&client, ns), wc(), move |ds| {
+                let (ns, name) = (ds.namespace(), ds.name_any());
+                run_store
+                    .state()
+                    .iter()
+                    .filter(|tr| tr.namespace() == ns && tr.spec.dataset_ref.name == name)
+                    .map(|tr| ObjectRef::from_obj(tr.as_ref()))
+                    .collect::<Vec<_>>()
+            });
+
+        let servings = Controller::new(api::<ModelServing>(&client, ns), wc());
+        let serving_store = servings.store();
+        // A TrainingRun that publishes new GGUF files wakes the servings that use it: that starts the rollout.
+        let servings = servings
+            .owns(api::<Deployment>(&client, ns), wc())
+            .owns(api::<Service>(&client, ns), wc())
+            .owns(api::<ConfigMap>(&client, ns), wc())
+            .owns(api::<NetworkPolicy>(&client, ns), wc())
+            .watches(api::<TrainingRun>(&client, ns), wc(), move |tr| {
+                let (ns, name) = (tr.namespace(), tr.name_any());
+                serving_store
+                    .state()
+                    .iter()
+                    .filter(|ms| ms.namespace() == ns)
+                    .filter(|ms| ms.spec.model.training_run_ref.as_ref().is_some_and(|r| r.name == name))
+                    .map(|ms| ObjectRef::from_obj(ms.as_ref()))
+                    .collect::<Vec<_>>()
+            });
+
+        let (ds_store, tr_store, ms_store) = (datasets.store(), runs.store(), servings.store());
+        {
+            let mut phases = shared.phases.lock().unwrap_or_else(|p| p.into_inner());
+            phases.push(phase_of(
+                "Dataset",
+                ds_store.clone(),
+                |s: &crate::api::DatasetStatus| s.phase.as_deref(),
+            ));
+            phases.push(phase_of(
+                "TrainingRun",
+                tr_store.clone(),
+                |s: &crate::api::TrainingRunStatus| s.phase.as_deref(),
+            ));
+            phases.push(phase_of(
+                "ModelServing",
+                ms_store.clone(),
+                |s: &crate::api::ModelServingStatus| s.phase.as_deref(),
+            ));
+        }
+        stores_ready.push(async move {
+            let _ = ds_store.wait_until_ready().await;
+            let _ = tr_store.wait_until_ready().await;
+            let _ = ms_store.wait_until_ready().await;
+        });
+        let m = shared.metrics.clone();
+        tasks.push(tokio::spawn(drive(
+            datasets,
+            "Dataset",
+            dataset::reconcile::reconcile,
+            ctx.clone(),
+            m.clone(),
+        )));
+        tasks.push(tokio::spawn(drive(
+            runs,
+            "TrainingRun",
+            training_run::reconcile::reconcile,
+            ctx.clone(),
+            m.clone(),
+        )));
+        tasks.push(tokio::spawn(drive(
+            servings,
+            "ModelServing",
+            model_serving::reconcile::reconcile,
+            ctx.clone(),
+            m,
+        )));
+    }
+    let ready_flag = shared.clone();
+    tokio::spawn(async move {
+        futures::future::join_all(stores_ready).await;
+        ready_flag.ready.store(true, Ordering::Relaxed);
+        tracing::info!("caches synced; ready");
+    });
+    tracing::info!(namespaces = ?namespaces, "operator running");
+    futures::future::join_all(tasks).await;
+    if let Some(election) = &election
+        && let Err(e) = election.release().await
+    {
+        tracing::warn!(error = %e, "could not release the leader Lease");
+    }
     tracing::info!("operator stopped");
     Ok(())
 }

@@ -24,12 +24,18 @@ pub fn container_security_context() -> SecurityContext {
         read_only_root_filesystem: Some(true),
         run_as_non_root: Some(true),
         privileged: Some(false),
-        capabilities: Some(Capabilities { drop: Some(vec!["ALL".to_string()]), add: None }),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_string()]),
+            add: None,
+        }),
         seccomp_profile: Some(runtime_default()),
         ..Default::default()
     }
 }
 
 fn runtime_default() -> SeccompProfile {
-    SeccompProfile { type_: "RuntimeDefault".to_string(), localhost_profile: None }
+    SeccompProfile {
+        type_: "RuntimeDefault".to_string(),
+        localhost_profile: None,
+    }
 }

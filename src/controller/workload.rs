@@ -27,7 +27,10 @@ pub const WORKER_METRICS_PORT: i32 = 9090;
 pub fn labels<K: Resource>(owner: &K, component: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".to_string(), "fireweave-ai".to_string()),
-        ("app.kubernetes.io/instance".to_string(), owner.meta().name.clone().unwrap_or_default()),
+        (
+            "app.kubernetes.io/instance".to_string(),
+            owner.meta().name.clone().unwrap_or_default(),
+        ),
         ("app.kubernetes.io/component".to_string(), component.to_string()),
         ("app.kubernetes.io/managed-by".to_string(), FIELD_MANAGER.to_string()),
     ])
@@ -71,7 +74,11 @@ pub fn spec_document<K: Resource<DynamicType = ()>, S: Serialize>(
 pub fn spec_config_map(meta: ObjectMeta, document: &serde_json::Value) -> ConfigMap {
     // Pretty JSON: people read it with `kubectl get cm -o yaml` when a worker misbehaves.
     let text = serde_json::to_string_pretty(document).unwrap_or_default();
-    ConfigMap { metadata: meta, data: Some(BTreeMap::from([("spec.json".to_string(), text)])), ..Default::default() }
+    ConfigMap {
+        metadata: meta,
+        data: Some(BTreeMap::from([("spec.json".to_string(), text)])),
+        ..Default::default()
+    }
 }
 
 /// First 10 hex digits of the sha256 of `value`'s JSON: short, stable names for spec-derived children.
@@ -89,7 +96,10 @@ pub fn digest_of<T: Serialize>(value: &T) -> String {
 pub fn spec_volume(config_map: &str) -> Volume {
     Volume {
         name: "spec".into(),
-        config_map: Some(ConfigMapVolumeSource { name: config_map.to_string(), ..Default::default() }),
+        config_map: Some(ConfigMapVolumeSource {
+            name: config_map.to_string(),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
@@ -127,7 +137,11 @@ pub fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
 }
 
 pub fn env(name: &str, value: &str) -> EnvVar {
-    EnvVar { name: name.to_string(), value: Some(value.to_string()), ..Default::default() }
+    EnvVar {
+        name: name.to_string(),
+        value: Some(value.to_string()),
+        ..Default::default()
+    }
 }
 
 /// Requests and limits from a spec's resources; GPUs are limits only (the device plugin's rule).

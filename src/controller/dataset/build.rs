@@ -38,22 +38,40 @@ pub fn config_map(ds: &Dataset) -> ConfigMap {
 /// The Job that builds the dataset.
 pub fn job(ds: &Dataset, settings: &Settings) -> Job {
     let name = job_name(ds);
-    let config_maps: Vec<&str> =
-        ds.spec.sources.iter().filter_map(|s| s.config_map.as_ref().map(|c| c.name.as_str())).collect();
+    let config_maps: Vec<&str> = ds
+        .spec
+        .sources
+        .iter()
+        .filter_map(|s| s.config_map.as_ref().map(|c| c.name.as_str()))
+        .collect();
 
-    let mut volumes = vec![spec_volume(&name), artifacts_volume(&settings.artifact_pvc, false), empty_dir("tmp", false)];
-    let mut mounts = vec![mount("spec", SPEC_DIR, true), mount("artifacts", ARTIFACTS_DIR, false), mount("tmp", "/tmp", false)];
+    let mut volumes = vec![
+        spec_volume(&name),
+        artifacts_volume(&settings.artifact_pvc, false),
+        empty_dir("tmp", false),
+    ];
+    let mut mounts = vec![
+        mount("spec", SPEC_DIR, true),
+        mount("artifacts", ARTIFACTS_DIR, false),
+        mount("tmp", "/tmp", false),
+    ];
     for (i, cm) in config_maps.iter().enumerate() {
         let volume = format!("source-{i}");
         volumes.push(Volume {
             name: volume.clone(),
-            config_map: Some(ConfigMapVolumeSource { name: cm.to_string(), ..Default::default() }),
+            config_map: Some(ConfigMapVolumeSource {
+                name: cm.to_string(),
+                ..Default::default()
+            }),
             ..Default::default()
         });
         mounts.push(mount(&volume, &format!("{CONFIGMAP_SOURCES_DIR}/{cm}"), true));
     }
 
-    let mut envs = vec![env("FIREWEAVE_LOG_JSON", "true"), env("FIREWEAVE_CONFIGMAP_DIR", CONFIGMAP_SOURCES_DIR)];
+    let mut envs = vec![
+        env("FIREWEAVE_LOG_JSON", "true"),
+        env("FIREWEAVE_CONFIGMAP_DIR", CONFIGMAP_SOURCES_DIR),
+    ];
     if let Some(secret) = ds.spec.synthesis.as_ref().and_then(|s| s.api_key_secret_ref.as_ref()) {
         envs.push(EnvVar {
             name: "FIREWEAVE_SYNTHESIS_API_KEY".into(),
@@ -73,9 +91,15 @@ pub fn job(ds: &Dataset, settings: &Settings) -> Job {
         name: "dataset".into(),
         image: Some(settings.worker_image.clone()),
         args: Some(
-            ["dataset", "--spec", &format!("{SPEC_DIR}/spec.json"), "--artifacts", ARTIFACTS_DIR]
-                .map(String::from)
-                .to_vec(),
+            [
+                "dataset",
+                "--spec",
+                &format!("{SPEC_DIR}/spec.json"),
+                "--artifacts",
+                ARTIFACTS_DIR,
+            ]
+            .map(String::from)
+            .to_vec(),
         ),
         env: Some(envs),
         ports: Some(vec![metrics_port()]),
@@ -92,7 +116,10 @@ pub fn job(ds: &Dataset, settings: &Settings) -> Job {
             // Data preparation is deterministic: a third failure will not be different from the first two.
             backoff_limit: Some(2),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(labels(ds, COMPONENT)), ..Default::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(ds, COMPONENT)),
+                    ..Default::default()
+                }),
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".into()),
                     // Workers never talk to the API server.

@@ -40,6 +40,8 @@ fn job_is_the_whole_desired_object() {
         "app.kubernetes.io/name": "fireweave-ai"
     });
     let expected = json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
         "metadata": {
             "labels": labels,
             "name": name,
@@ -86,7 +88,10 @@ fn job_is_the_whole_desired_object() {
             }
         }
     });
-    assert_eq!(serde_json::to_value(job(&ds, &Settings::example())).expect("serializes"), expected);
+    assert_eq!(
+        serde_json::to_value(job(&ds, &Settings::example())).expect("serializes"),
+        expected
+    );
 }
 
 #[test]

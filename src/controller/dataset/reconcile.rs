@@ -14,14 +14,17 @@ use super::build;
 use crate::api::conditions::{Health, reason, set_health};
 use crate::api::dataset::DatasetResult;
 use crate::api::{ArtifactRetention, Dataset, DatasetStatus};
-use crate::controller::apply::{apply, apply_status};
+use crate::controller::apply::{ensure, update_status};
 use crate::controller::context::{Context, Error, kube_err};
 use crate::controller::finalizer;
 use crate::controller::job_status::{JobOutcome, container_result, outcome};
 
 /// Entry point for the controller runtime.
 pub async fn reconcile(ds: Arc<Dataset>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let ns = ds.namespace().ok_or_else(|| Error::MissingNamespace { kind: "Dataset", name: ds.name_any() })?;
+    let ns = ds.namespace().ok_or_else(|| Error::MissingNamespace {
+        kind: "Dataset",
+        name: ds.name_any(),
+    })?;
     let api: Api<Dataset> = Api::namespaced(ctx.client.clone(), &ns);
     let folder = format!("datasets/{ns}/{}", ds.name_any());
     let delete_artifacts = ds.spec.artifact_retention == ArtifactRetention::Delete;
@@ -42,21 +45,15 @@ async fn apply_dataset(ds: &Dataset, ctx: &Context, ns: &str, api: &Api<Dataset>
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
 
-    let live = config_maps.get_opt(&name).await.map_err(kube_err(format!("get ConfigMap {ns}/{name}")))?;
-    apply(&config_maps, &build::config_map(ds), live).await.map_err(kube_err(format!("apply ConfigMap {ns}/{name}")))?;
-    let live = jobs.get_opt(&name).await.map_err(kube_err(format!("get Job {ns}/{name}")))?;
-    let (job, _) = apply(&jobs, &build::job(ds, &ctx.settings), live)
-        .await
-        .map_err(kube_err(format!("apply Job {ns}/{name}")))?;
+    ensure(&config_maps, &build::config_map(ds)).await?;
+    let job = ensure(&jobs, &build::job(ds, &ctx.settings)).await?;
     let pod_list = pods
         .list(&ListParams::default().labels(&format!("job-name={name}")))
         .await
         .map_err(kube_err(format!("list Pods of Job {ns}/{name}")))?;
 
     let status = next_status(ds, &name, &job, &pod_list.items, &now());
-    if ds.status.as_ref() != Some(&status) {
-        apply_status(api, &ds.name_any(), &status).await.map_err(kube_err(format!("status of Dataset {ns}/{}", ds.name_any())))?;
-    }
+    update_status(ctx, api, ds, &status).await?;
     Ok(match status.phase.as_deref() {
         Some("Succeeded") | Some("Failed") => Action::await_change(),
         _ => Action::requeue(Duration::from_secs(30)),
@@ -75,12 +72,25 @@ pub fn next_status(ds: &Dataset, job_name: &str, job: &Job, pods: &[Pod], now: &
     status.observed_generation = generation;
     status.job_name = Some(job_name.to_string());
     let (phase, health, why, message) = match outcome(job, pods) {
-        JobOutcome::Pending => ("Pending", Health::Reconciling, reason::JOB_PENDING, format!("Job {job_name} is starting")),
-        JobOutcome::Running => ("Running", Health::Reconciling, reason::JOB_RUNNING, format!("Job {job_name} is building the dataset")),
+        JobOutcome::Pending => (
+            "Pending",
+            Health::Reconciling,
+            reason::JOB_PENDING,
+            format!("Job {job_name} is starting"),
+        ),
+        JobOutcome::Running => (
+            "Running",
+            Health::Reconciling,
+            reason::JOB_RUNNING,
+            format!("Job {job_name} is building the dataset"),
+        ),
         JobOutcome::Failed(why) => ("Failed", Health::Stalled, reason::JOB_FAILED, why),
         JobOutcome::Succeeded => match container_result::<DatasetResult>(pods, "dataset") {
             Ok(result) => {
-                let message = format!("kept {} of {} examples ({} train, {} eval)", result.stats.kept, result.stats.input, result.stats.train, result.stats.eval);
+                let message = format!(
+                    "kept {} of {} examples ({} train, {} eval)",
+                    result.stats.kept, result.stats.input, result.stats.train, result.stats.eval
+                );
                 status.artifact = Some(result.artifact);
                 status.stats = Some(result.stats);
                 ("Succeeded", Health::Ready, reason::SUCCEEDED, message)

@@ -7,7 +7,7 @@ use super::reconcile::reconcile;
 use crate::api::Dataset;
 use crate::controller::config::Settings;
 use crate::controller::context::Context;
-use crate::controller::fake_api::{FakeApiServer, Recorded};
+use crate::controller::fake_api::{FakeApiServer, Recorded, calls};
 
 const DS: &str = "/apis/ai.fireweave.io/v1alpha1/namespaces/ai/datasets/fw";
 
@@ -22,16 +22,12 @@ fn dataset_json(retention: &str) -> Value {
 fn ctx(fake: &FakeApiServer, mount: &std::path::Path) -> Arc<Context> {
     let mut settings = Settings::example();
     settings.artifact_mount = mount.to_path_buf();
-    Arc::new(Context { client: fake.client(), settings, http: reqwest::Client::new() })
+    Arc::new(Context::new(fake.client(), settings))
 }
 
 async fn reconcile_stored(fake: &FakeApiServer, ctx: &Arc<Context>) {
     let ds: Dataset = serde_json::from_value(fake.get(DS).expect("stored")).expect("Dataset");
     reconcile(Arc::new(ds), ctx.clone()).await.expect("reconcile succeeds");
-}
-
-fn calls(requests: &[Recorded]) -> Vec<String> {
-    requests.iter().map(|r| format!("{} {}", r.method, r.path)).collect()
 }
 
 fn job_path() -> String {
@@ -59,6 +55,7 @@ async fn create_then_nothing_changed_writes_nothing() {
             format!("GET /apis/batch/v1/namespaces/ai/jobs/{job}"),
             format!("PATCH /apis/batch/v1/namespaces/ai/jobs/{job}{apply}"),
             format!("GET /api/v1/namespaces/ai/pods?&labelSelector=job-name%3D{job}"),
+            "POST /apis/events.k8s.io/v1/namespaces/ai/events".to_string(),
             format!("PATCH {DS}/status{apply}"),
         ]
     );
@@ -67,15 +64,35 @@ async fn create_then_nothing_changed_writes_nothing() {
     assert_eq!(requests[1].body.as_ref(), Some(&cm));
     let job_body = serde_json::to_value(super::build::job(&ds, &ctx.settings)).expect("job");
     assert_eq!(requests[3].body.as_ref(), Some(&job_body));
-    let status = &requests[5].body.as_ref().expect("status body")["status"];
+    let event = requests[5].body.as_ref().expect("event body");
+    assert_eq!(
+        (event["reason"].as_str(), event["type"].as_str(), event["note"].as_str()),
+        (
+            Some("Pending"),
+            Some("Normal"),
+            Some(format!("Job {job} is starting").as_str())
+        )
+    );
+    let status = &requests[6].body.as_ref().expect("status body")["status"];
     assert_eq!(status["phase"], "Pending");
     assert_eq!(status["jobName"], job.as_str());
-    let reconciling = status["conditions"].as_array().expect("conditions").iter().find(|c| c["type"] == "Reconciling");
-    assert_eq!(reconciling.map(|c| (c["status"].clone(), c["reason"].clone())), Some((json!("True"), json!("JobPending"))));
+    let reconciling = status["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .find(|c| c["type"] == "Reconciling");
+    assert_eq!(
+        reconciling.map(|c| (c["status"].clone(), c["reason"].clone())),
+        Some((json!("True"), json!("JobPending")))
+    );
 
     reconcile_stored(&fake, &ctx).await;
     let again = fake.take_requests();
-    assert!(again.iter().all(|r| r.method == "GET"), "second reconcile wrote: {:?}", calls(&again));
+    assert!(
+        again.iter().all(|r| r.method == "GET"),
+        "second reconcile wrote: {:?}",
+        calls(&again)
+    );
 }
 
 fn pod(job: &str, status: Value) -> Value {
@@ -105,13 +122,30 @@ async fn succeeded_job_puts_artifact_and_stats_into_status() {
     reconcile_stored(&fake, &ctx).await;
     let requests = fake.take_requests();
     let writes: Vec<&Recorded> = requests.iter().filter(|r| r.method != "GET").collect();
-    assert_eq!(writes.len(), 1, "only the status is written: {:?}", calls(&requests));
-    let status = &writes[0].body.as_ref().expect("body")["status"];
+    assert_eq!(
+        writes.len(),
+        2,
+        "only an Event and the status are written: {:?}",
+        calls(&requests)
+    );
+    assert_eq!(
+        writes[0].body.as_ref().map(|e| e["reason"].clone()),
+        Some(json!("Succeeded"))
+    );
+    let status = &writes[1].body.as_ref().expect("body")["status"];
     assert_eq!(status["phase"], "Succeeded");
     assert_eq!(status["artifact"], result["artifact"]);
     assert_eq!(status["stats"], result["stats"]);
-    let ready = status["conditions"].as_array().expect("conditions").iter().find(|c| c["type"] == "Ready").cloned();
-    assert_eq!(ready.map(|c| c["message"].clone()), Some(json!("kept 94 of 120 examples (85 train, 9 eval)")));
+    let ready = status["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .cloned();
+    assert_eq!(
+        ready.map(|c| c["message"].clone()),
+        Some(json!("kept 94 of 120 examples (85 train, 9 eval)"))
+    );
 }
 
 #[tokio::test]
@@ -124,16 +158,26 @@ async fn failed_job_stalls_with_the_pods_reason() {
     let job_path = job_path();
     let job = job_path.rsplit('/').next().expect("name").to_string();
     let mut stored = fake.get(&job_path).expect("job created");
-    stored["status"] = json!({"failed": 3, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]});
+    stored["status"] =
+        json!({"failed": 3, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]});
     fake.insert(stored);
     fake.insert(pod(&job, json!({"phase": "Failed", "containerStatuses": [{"name": "dataset", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
         "state": {"terminated": {"exitCode": 2, "reason": "Error", "message": "error: source 0: examples/data/fireweave: no such file or directory"}}}]})));
     reconcile_stored(&fake, &ctx).await;
     let stored = fake.get(DS).expect("dataset");
-    let stalled = stored["status"]["conditions"].as_array().expect("conditions").iter().find(|c| c["type"] == "Stalled").cloned().expect("Stalled");
+    let stalled = stored["status"]["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .find(|c| c["type"] == "Stalled")
+        .cloned()
+        .expect("Stalled");
     assert_eq!(stalled["status"], "True");
     assert_eq!(stalled["reason"], "JobFailed");
-    assert_eq!(stalled["message"], "dataset: Error (exit code 2): error: source 0: examples/data/fireweave: no such file or directory");
+    assert_eq!(
+        stalled["message"],
+        "dataset: Error (exit code 2): error: source 0: examples/data/fireweave: no such file or directory"
+    );
     assert_eq!(stored["status"]["phase"], "Failed");
 }
 
@@ -161,7 +205,10 @@ async fn deletion_with_and_without_retention() {
     let requests = fake.take_requests();
     assert_eq!(requests[0].method, "PATCH");
     assert_eq!(requests[0].path, DS);
-    assert_eq!(requests[0].body, Some(json!({"metadata": {"finalizers": ["ai.fireweave.io/artifact-cleanup"], "resourceVersion": "1"}})));
+    assert_eq!(
+        requests[0].body,
+        Some(json!({"metadata": {"finalizers": ["ai.fireweave.io/artifact-cleanup"], "resourceVersion": "1"}}))
+    );
     let mut stored = fake.get(DS).expect("dataset");
     stored["metadata"]["deletionTimestamp"] = json!("2026-01-20T00:00:00Z");
     let rv = stored["metadata"]["resourceVersion"].clone();
@@ -172,7 +219,10 @@ async fn deletion_with_and_without_retention() {
     let requests = fake.take_requests();
     assert_eq!(calls(&requests), [format!("PATCH {DS}")]);
     let _ = rv;
-    assert_eq!(requests[0].body.as_ref().map(|b| b["metadata"]["finalizers"].clone()), Some(json!([])));
+    assert_eq!(
+        requests[0].body.as_ref().map(|b| b["metadata"]["finalizers"].clone()),
+        Some(json!([]))
+    );
 }
 
 #[tokio::test]
@@ -183,7 +233,9 @@ async fn a_malformed_object_fails_alone() {
     // No namespace: an error for this object only; the next one reconciles normally.
     let mut broken: Dataset = serde_json::from_value(dataset_json("Retain")).expect("Dataset");
     broken.metadata.namespace = None;
-    let err = reconcile(Arc::new(broken), ctx.clone()).await.expect_err("no namespace");
+    let err = reconcile(Arc::new(broken), ctx.clone())
+        .await
+        .expect_err("no namespace");
     assert_eq!(err.category(), "invalid_object");
     fake.insert(dataset_json("Retain"));
     reconcile_stored(&fake, &ctx).await;

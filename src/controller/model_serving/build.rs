@@ -56,7 +56,12 @@ pub fn child_name(ms: &ModelServing) -> String {
 
 /// In-cluster URL of the API.
 pub fn endpoint(ms: &ModelServing) -> String {
-    format!("http://{}.{}.svc:{}", child_name(ms), ms.namespace().unwrap_or_default(), ms.spec.port)
+    format!(
+        "http://{}.{}.svc:{}",
+        child_name(ms),
+        ms.namespace().unwrap_or_default(),
+        ms.spec.port
+    )
 }
 
 fn hex_digest(digest: &str) -> &str {
@@ -75,7 +80,10 @@ pub fn config_map(ms: &ModelServing, model: &ServedModel) -> ConfigMap {
             let mut spec = ms.spec.clone();
             spec.model = ModelSource {
                 training_run_ref: None,
-                gguf: Some(GgufFile { path: gguf_path(model), sha256: hex_digest(&model.digest).to_string() }),
+                gguf: Some(GgufFile {
+                    path: gguf_path(model),
+                    sha256: hex_digest(&model.digest).to_string(),
+                }),
             };
             let doc = spec_document(ms, &spec, &BTreeMap::new());
             ("spec.json", serde_json::to_string_pretty(&doc).unwrap_or_default())
@@ -144,9 +152,15 @@ pub fn deployment(ms: &ModelServing, model: &ServedModel, config: &ConfigMap, se
                 name: "serve".into(),
                 image: Some(settings.serve_image.clone()),
                 args: Some(
-                    ["serve", "--spec", &format!("{SPEC_DIR}/spec.json"), "--addr", &format!("0.0.0.0:{port}")]
-                        .map(String::from)
-                        .to_vec(),
+                    [
+                        "serve",
+                        "--spec",
+                        &format!("{SPEC_DIR}/spec.json"),
+                        "--addr",
+                        &format!("0.0.0.0:{port}"),
+                    ]
+                    .map(String::from)
+                    .to_vec(),
                 ),
                 env: Some(vec![env("FIREWEAVE_LOG_JSON", "true")]),
                 ports: Some(vec![http_port]),
@@ -183,7 +197,10 @@ pub fn deployment(ms: &ModelServing, model: &ServedModel, config: &ConfigMap, se
         metadata: child_meta(ms, &name, COMPONENT),
         spec: Some(DeploymentSpec {
             replicas: Some(ms.spec.replicas),
-            selector: LabelSelector { match_labels: Some(selector.clone()), match_expressions: None },
+            selector: LabelSelector {
+                match_labels: Some(selector.clone()),
+                match_expressions: None,
+            },
             strategy: Some(DeploymentStrategy {
                 type_: Some("RollingUpdate".into()),
                 rolling_update: Some(RollingUpdateDeployment {
@@ -264,7 +281,10 @@ pub fn network_policy(ms: &ModelServing) -> Option<NetworkPolicy> {
     Some(NetworkPolicy {
         metadata: child_meta(ms, &child_name(ms), COMPONENT),
         spec: Some(NetworkPolicySpec {
-            pod_selector: Some(LabelSelector { match_labels: Some(labels(ms, COMPONENT)), match_expressions: None }),
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(labels(ms, COMPONENT)),
+                match_expressions: None,
+            }),
             policy_types: Some(vec!["Ingress".into()]),
             ingress: Some(vec![NetworkPolicyIngressRule {
                 from: Some(from),

@@ -45,6 +45,8 @@ fn builtin_deployment_is_the_whole_desired_object() {
     let d = serde_json::to_value(deployment(&ms, &model(), &cm, &Settings::example())).expect("serializes");
     let config_hash = d["spec"]["template"]["metadata"]["annotations"][CONFIG_HASH_ANNOTATION].clone();
     let expected = json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
         "metadata": {
             "labels": labels(), "name": "nse", "namespace": "ai",
             "ownerReferences": [{"apiVersion": "ai.fireweave.io/v1alpha1", "controller": true, "kind": "ModelServing", "name": "nse", "uid": "uid-ms"}]
@@ -111,20 +113,37 @@ fn ollama_registers_the_verified_gguf_and_is_ready_only_when_it_answers() {
     assert_eq!(c["image"], "ollama/ollama:test");
     let script = c["command"][2].as_str().expect("start script");
     // Digest checked, model registered from the mounted file, smoke prompt answered; no network fetches.
-    assert!(script.contains("sha256sum -c -") && script.contains("ollama create \"$FIREWEAVE_MODEL_NAME\" -f /etc/fireweave/Modelfile"));
+    assert!(
+        script.contains("sha256sum -c -")
+            && script.contains("ollama create \"$FIREWEAVE_MODEL_NAME\" -f /etc/fireweave/Modelfile")
+    );
     assert!(script.contains("ollama run") && !script.contains("pull") && !script.contains("apt"));
-    assert!(c["readinessProbe"]["exec"]["command"][2].as_str().expect("probe").contains("ollama ps"));
+    assert!(
+        c["readinessProbe"]["exec"]["command"][2]
+            .as_str()
+            .expect("probe")
+            .contains("ollama ps")
+    );
     let env: Vec<(String, String)> = c["env"]
         .as_array()
         .expect("env")
         .iter()
-        .map(|e| (e["name"].as_str().unwrap_or("").into(), e["value"].as_str().unwrap_or("").into()))
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap_or("").into(),
+                e["value"].as_str().unwrap_or("").into(),
+            )
+        })
         .collect();
     assert!(env.contains(&("FIREWEAVE_MODEL_SHA256".into(), "a".repeat(64))));
     assert!(env.contains(&("OLLAMA_HOST".into(), "0.0.0.0:11434".into())));
     assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
     let volumes = d["spec"]["template"]["spec"]["volumes"].as_array().expect("volumes");
-    assert!(volumes.iter().any(|v| v["name"] == "models" && v["emptyDir"].is_object()));
+    assert!(
+        volumes
+            .iter()
+            .any(|v| v["name"] == "models" && v["emptyDir"].is_object())
+    );
 }
 
 #[test]
@@ -132,9 +151,15 @@ fn new_gguf_changes_the_pod_template() {
     let ms = serving("ollama");
     let cm = config_map(&ms, &model());
     let a = deployment(&ms, &model(), &cm, &Settings::example());
-    let newer = ServedModel { digest: format!("sha256:{}", "b".repeat(64)), ..model() };
+    let newer = ServedModel {
+        digest: format!("sha256:{}", "b".repeat(64)),
+        ..model()
+    };
     let b = deployment(&ms, &newer, &config_map(&ms, &newer), &Settings::example());
-    assert_ne!(a.spec.as_ref().map(|s| &s.template), b.spec.as_ref().map(|s| &s.template));
+    assert_ne!(
+        a.spec.as_ref().map(|s| &s.template),
+        b.spec.as_ref().map(|s| &s.template)
+    );
 }
 
 #[test]

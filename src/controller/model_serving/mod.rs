@@ -4,3 +4,6 @@ pub mod build;
 #[cfg(test)]
 mod build_tests;
 pub mod modelfile;
+pub mod reconcile;
+#[cfg(test)]
+mod reconcile_tests;

@@ -47,7 +47,10 @@ You can call the following functions. To call one, reply with only a JSON object
 pub fn render(spec: &Modelfile, gguf_path: &str) -> String {
     let template = spec.template.as_deref().unwrap_or(LLAMA31_TOOLS_TEMPLATE);
     let p = &spec.parameters;
-    let mut out = format!("FROM {gguf_path}\n\nTEMPLATE \"\"\"{}\"\"\"\n\n", escape_triple(template));
+    let mut out = format!(
+        "FROM {gguf_path}\n\nTEMPLATE \"\"\"{}\"\"\"\n\n",
+        escape_triple(template)
+    );
     for stop in &p.stop {
         out.push_str(&format!("PARAMETER stop {}\n", quote(stop)));
     }
@@ -96,7 +99,10 @@ mod tests {
 
     #[test]
     fn triple_quotes_in_a_system_prompt_cannot_end_the_block() {
-        let spec = Modelfile { system: "say \"\"\"hi\"\"\"".into(), ..Modelfile::default() };
+        let spec = Modelfile {
+            system: "say \"\"\"hi\"\"\"".into(),
+            ..Modelfile::default()
+        };
         let text = render(&spec, "/m.gguf");
         let system = text.split("SYSTEM \"\"\"").nth(1).expect("system block");
         assert_eq!(system.matches("\"\"\"").count(), 1, "{system}");

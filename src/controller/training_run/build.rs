@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::batch::v1::{Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule};
+use k8s_openapi::api::batch::v1::{
+    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
+};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, EnvVar, EnvVarSource, PodSpec, PodTemplateSpec, SecretKeySelector,
 };
@@ -79,7 +81,15 @@ pub fn job(tr: &TrainingRun, attempt: u32, dataset: &ArtifactRef, settings: &Set
     let r = &tr.spec.resources;
     let gpus = r.gpus.unwrap_or(1);
     let args = |step: &str| {
-        [step, "--spec", &format!("{SPEC_DIR}/spec.json"), "--artifacts", ARTIFACTS_DIR].map(String::from).to_vec()
+        [
+            step,
+            "--spec",
+            &format!("{SPEC_DIR}/spec.json"),
+            "--artifacts",
+            ARTIFACTS_DIR,
+        ]
+        .map(String::from)
+        .to_vec()
     };
     let mounts = vec![
         mount("spec", SPEC_DIR, true),
@@ -92,7 +102,13 @@ pub fn job(tr: &TrainingRun, attempt: u32, dataset: &ArtifactRef, settings: &Set
         env("FIREWEAVE_DATASET_URI", &dataset.uri),
         env("FIREWEAVE_DATASET_DIGEST", &dataset.digest),
     ];
-    if let Some(secret) = tr.spec.base_model.hugging_face.as_ref().and_then(|h| h.token_secret_ref.as_ref()) {
+    if let Some(secret) = tr
+        .spec
+        .base_model
+        .hugging_face
+        .as_ref()
+        .and_then(|h| h.token_secret_ref.as_ref())
+    {
         envs.push(EnvVar {
             name: "HF_TOKEN".into(),
             value_from: Some(EnvVarSource {
@@ -146,7 +162,10 @@ pub fn job(tr: &TrainingRun, attempt: u32, dataset: &ArtifactRef, settings: &Set
                 }],
             }),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(labels(tr, COMPONENT)), ..Default::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(tr, COMPONENT)),
+                    ..Default::default()
+                }),
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".into()),
                     automount_service_account_token: Some(false),

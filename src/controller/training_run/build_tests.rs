@@ -24,7 +24,10 @@ fn run() -> TrainingRun {
 }
 
 fn dataset() -> ArtifactRef {
-    ArtifactRef { uri: "datasets/ai/fw/sha256-abc".into(), digest: "sha256:abc".into() }
+    ArtifactRef {
+        uri: "datasets/ai/fw/sha256-abc".into(),
+        digest: "sha256:abc".into(),
+    }
 }
 
 #[test]
@@ -38,7 +41,10 @@ fn gpu_placement_and_steps_of_the_job() {
     );
     let pod = &job["spec"]["template"]["spec"];
     assert_eq!(pod["nodeSelector"], json!({"nvidia.com/gpu.product": "NVIDIA-L4"}));
-    assert_eq!(pod["tolerations"], json!([{"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}]));
+    assert_eq!(
+        pod["tolerations"],
+        json!([{"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}])
+    );
     assert_eq!(pod["priorityClassName"], "training-low");
     assert_eq!(pod["restartPolicy"], "Never");
     assert_eq!(pod["automountServiceAccountToken"], false);
@@ -125,10 +131,17 @@ fn retraining_is_needed_for_training_inputs_only() {
     let base = inputs_digest(&run().spec, &dataset());
     let mut moved = run();
     moved.spec.resources.node_selector.clear();
-    assert_eq!(inputs_digest(&moved.spec, &dataset()), base, "placement alone does not retrain");
+    assert_eq!(
+        inputs_digest(&moved.spec, &dataset()),
+        base,
+        "placement alone does not retrain"
+    );
     let mut lr = run();
     lr.spec.hyperparameters.learning_rate = 1e-4;
     assert_ne!(inputs_digest(&lr.spec, &dataset()), base);
-    let newer = ArtifactRef { digest: "sha256:def".into(), ..dataset() };
+    let newer = ArtifactRef {
+        digest: "sha256:def".into(),
+        ..dataset()
+    };
     assert_ne!(inputs_digest(&run().spec, &newer), base, "a new dataset build retrains");
 }

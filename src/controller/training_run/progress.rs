@@ -19,7 +19,7 @@ fn sample(text: &str, name: &str) -> Option<f64> {
 pub fn from_metrics(text: &str) -> Option<Progress> {
     let step = sample(text, "fireweave_train_step")?.max(0.0) as u64;
     let total = sample(text, "fireweave_train_total_steps").unwrap_or(0.0).max(0.0) as u64;
-    let percent = if total > 0 { (step * 100 / total).min(100) } else { 0 };
+    let percent = (step * 100).checked_div(total).map_or(0, |p| p.min(100));
     Some(Progress {
         step,
         total_steps: total,

@@ -1,0 +1,205 @@
+//! ModelServing reconcile: resolve the GGUF (a TrainingRun's output or a file on the volume), apply the
+//! ConfigMap, Deployment, Service and NetworkPolicy, and report the digest that every Ready replica serves.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::DeleteParams;
+use kube::runtime::controller::Action;
+use kube::{Api, ResourceExt};
+
+use super::build;
+use crate::api::conditions::{Health, reason, set_health};
+use crate::api::{ModelServing, ModelServingStatus, ServedModel, TrainingRun};
+use crate::controller::apply::{apply, ensure, update_status};
+use crate::controller::context::{Context, Error, kube_err};
+use crate::controller::dataset::reconcile::now;
+
+/// How often a rollout in progress is looked at again; Deployment changes also wake it.
+const POLL: Duration = Duration::from_secs(15);
+/// How often a serving waiting for its TrainingRun checks again; the run producing GGUF also wakes it.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The GGUF the spec asks for, or why there is none yet.
+pub fn wanted_model(ms: &ModelServing, run: Option<&TrainingRun>) -> Result<ServedModel, String> {
+    if let Some(file) = &ms.spec.model.gguf {
+        let hex = file.sha256.strip_prefix("sha256:").unwrap_or(&file.sha256);
+        return Ok(ServedModel {
+            digest: format!("sha256:{hex}"),
+            quantization: None,
+            source: format!("gguf/{}", file.path),
+            uri: file.path.clone(),
+        });
+    }
+    let Some(reference) = &ms.spec.model.training_run_ref else {
+        return Err("spec.model sets neither trainingRunRef nor gguf".into());
+    };
+    let Some(run) = run else {
+        return Err(format!("TrainingRun {} does not exist yet", reference.name));
+    };
+    // The newest GGUF the run has published, even while it retrains: the old model serves until a new one exists.
+    let files = run
+        .status
+        .as_ref()
+        .and_then(|s| s.artifacts.as_ref())
+        .map(|a| a.gguf.as_slice())
+        .unwrap_or_default();
+    match files.iter().find(|g| g.quantization == reference.quantization) {
+        Some(g) => Ok(ServedModel {
+            digest: g.digest.clone(),
+            quantization: Some(g.quantization),
+            source: format!("trainingrun/{}", reference.name),
+            uri: g.uri.clone(),
+        }),
+        None if files.is_empty() => Err(format!("TrainingRun {} has no GGUF yet", reference.name)),
+        None => Err(format!(
+            "TrainingRun {} produced no {} GGUF (it has {}); add it to its spec.export.gguf",
+            reference.name,
+            reference.quantization.as_str(),
+            files
+                .iter()
+                .map(|g| g.quantization.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+/// Entry point for the controller runtime.
+pub async fn reconcile(ms: Arc<ModelServing>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = ms.namespace().ok_or_else(|| Error::MissingNamespace {
+        kind: "ModelServing",
+        name: ms.name_any(),
+    })?;
+    let api: Api<ModelServing> = Api::namespaced(ctx.client.clone(), &ns);
+    let run = match &ms.spec.model.training_run_ref {
+        Some(r) => {
+            let runs: Api<TrainingRun> = Api::namespaced(ctx.client.clone(), &ns);
+            runs.get_opt(&r.name)
+                .await
+                .map_err(kube_err(format!("get TrainingRun {ns}/{}", r.name)))?
+        }
+        None => None,
+    };
+    let model = match wanted_model(&ms, run.as_ref()) {
+        Ok(model) => model,
+        Err(why) => {
+            let status = waiting_status(&ms, &why, &now());
+            update_status(&ctx, &api, ms.as_ref(), &status).await?;
+            return Ok(Action::requeue(WAIT));
+        }
+    };
+
+    let name = build::child_name(&ms);
+    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
+    let policies: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), &ns);
+
+    let config = build::config_map(&ms, &model);
+    ensure(&config_maps, &config).await?;
+    let deployment = ensure(&deployments, &build::deployment(&ms, &model, &config, &ctx.settings)).await?;
+    ensure(&services, &build::service(&ms)).await?;
+    let live = policies
+        .get_opt(&name)
+        .await
+        .map_err(kube_err(format!("get NetworkPolicy {ns}/{name}")))?;
+    match (build::network_policy(&ms), live) {
+        (Some(policy), live) => {
+            apply(&policies, &policy, live)
+                .await
+                .map_err(kube_err(format!("apply NetworkPolicy {ns}/{name}")))?;
+        }
+        // allowedClients was emptied: the API is open again, so our old policy must go.
+        (None, Some(_)) => {
+            policies
+                .delete(&name, &DeleteParams::default())
+                .await
+                .map_err(kube_err(format!("delete NetworkPolicy {ns}/{name}")))?;
+        }
+        (None, None) => {}
+    }
+
+    let status = next_status(&ms, &model, &deployment, &now());
+    let serving = status.phase.as_deref() == Some("Serving");
+    update_status(&ctx, &api, ms.as_ref(), &status).await?;
+    Ok(if serving {
+        Action::await_change()
+    } else {
+        Action::requeue(POLL)
+    })
+}
+
+fn waiting_status(ms: &ModelServing, why: &str, now: &Time) -> ModelServingStatus {
+    let mut status = ms.status.clone().unwrap_or_default();
+    status.observed_generation = ms.metadata.generation;
+    if status.served_model.is_none() {
+        status.phase = Some("Pending".into());
+    }
+    set_health(
+        &mut status.conditions,
+        Health::Reconciling,
+        reason::WAITING_FOR_TRAINING_RUN,
+        why,
+        ms.metadata.generation,
+        now,
+    );
+    status
+}
+
+/// Whether the Deployment runs the current template on every replica, all of them Ready, none left over.
+fn rolled_out(d: &Deployment, replicas: i32) -> bool {
+    let Some(s) = d.status.as_ref() else {
+        return replicas == 0;
+    };
+    let generation_seen = match (d.metadata.generation, s.observed_generation) {
+        (Some(want), Some(seen)) => seen >= want,
+        (None, _) => true,
+        (Some(_), None) => false,
+    };
+    generation_seen
+        && s.updated_replicas.unwrap_or(0) >= replicas
+        && s.ready_replicas.unwrap_or(0) >= replicas
+        && s.replicas.unwrap_or(0) <= replicas
+}
+
+/// The status after observing the Deployment. `servedModel` changes only once every replica runs the new
+/// model and is Ready: until then the previous digest is what clients get.
+pub fn next_status(ms: &ModelServing, model: &ServedModel, deployment: &Deployment, now: &Time) -> ModelServingStatus {
+    let mut status = ms.status.clone().unwrap_or_default();
+    let generation = ms.metadata.generation;
+    status.observed_generation = generation;
+    status.endpoint = Some(build::endpoint(ms));
+    status.ready_replicas = deployment.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+    let replicas = ms.spec.replicas;
+    let (phase, health, why, message) = if rolled_out(deployment, replicas) {
+        status.served_model = Some(model.clone());
+        let message = format!(
+            "{} replica(s) serve {} ({})",
+            status.ready_replicas,
+            ms.spec.model_name,
+            short(&model.digest)
+        );
+        ("Serving", Health::Ready, reason::MODEL_SERVED, message)
+    } else {
+        let updated = deployment.status.as_ref().and_then(|s| s.updated_replicas).unwrap_or(0);
+        let message = format!(
+            "rolling out {}: {updated}/{replicas} replicas updated, {} ready",
+            short(&model.digest),
+            status.ready_replicas
+        );
+        ("RollingOut", Health::Reconciling, reason::ROLLING_OUT, message)
+    };
+    status.phase = Some(phase.to_string());
+    set_health(&mut status.conditions, health, why, &message, generation, now);
+    status
+}
+
+fn short(digest: &str) -> &str {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    &hex[..hex.len().min(12)]
+}

@@ -1,0 +1,271 @@
+//! TrainingRun reconcile: wait for the Dataset, run one Job per attempt (train, then quantize), keep
+//! `status.progress` current from the trainer's metrics, and copy the artifacts into status when it ends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{DeleteParams, ListParams};
+use kube::runtime::controller::Action;
+use kube::{Api, ResourceExt};
+
+use super::{build, progress};
+use crate::api::conditions::{Health, is_true, reason, set_health};
+use crate::api::training_run::{QuantizeResult, TrainResult, TrainingArtifacts};
+use crate::api::{ArtifactRef, ArtifactRetention, Dataset, TrainingRun, TrainingRunStatus};
+use crate::controller::apply::{ensure, update_status};
+use crate::controller::context::{Context, Error, kube_err};
+use crate::controller::dataset::reconcile::now;
+use crate::controller::finalizer;
+use crate::controller::job_status::{JobOutcome, container_result, disrupted_pods, outcome, running_pod_ip};
+
+/// How often a running attempt is looked at again (progress scraping); Job changes also wake it.
+const POLL: Duration = Duration::from_secs(15);
+/// How often a run waiting on its Dataset checks again; a Dataset turning Ready also wakes it.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Entry point for the controller runtime.
+pub async fn reconcile(tr: Arc<TrainingRun>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = tr.namespace().ok_or_else(|| Error::MissingNamespace {
+        kind: "TrainingRun",
+        name: tr.name_any(),
+    })?;
+    let api: Api<TrainingRun> = Api::namespaced(ctx.client.clone(), &ns);
+    let delete_artifacts = tr.spec.artifact_retention == ArtifactRetention::Delete;
+    match finalizer::step(&api, tr.as_ref(), delete_artifacts).await? {
+        finalizer::Step::Proceed => apply_run(&tr, &ctx, &ns, &api).await,
+        finalizer::Step::Done => Ok(Action::await_change()),
+        finalizer::Step::CleanUp => {
+            let folder = format!("runs/{ns}/{}", tr.name_any());
+            finalizer::remove_artifacts(&ctx.settings.artifact_mount, &folder, delete_artifacts)?;
+            finalizer::release(&api, tr.as_ref()).await?;
+            Ok(Action::await_change())
+        }
+    }
+}
+
+/// The dataset build to train on: the Dataset's artifact once it is Ready. While it rebuilds, an attempt
+/// already under way keeps the build it started with rather than being restarted on a moving target.
+pub fn dataset_to_use(tr: &TrainingRun, dataset: Option<&Dataset>) -> Option<ArtifactRef> {
+    let ready = dataset
+        .and_then(|d| d.status.as_ref())
+        .filter(|s| is_true(&s.conditions, crate::api::conditions::READY))
+        .and_then(|s| s.artifact.clone());
+    ready.or_else(|| tr.status.as_ref().and_then(|s| s.dataset.clone()))
+}
+
+/// The attempt the spec asks for: the current one while its inputs are unchanged, the next one otherwise.
+pub fn attempt_for(tr: &TrainingRun, inputs_digest: &str) -> u32 {
+    match tr.status.as_ref() {
+        Some(s) if s.attempt > 0 && s.inputs_digest.as_deref() == Some(inputs_digest) => s.attempt,
+        Some(s) => s.attempt + 1,
+        None => 1,
+    }
+}
+
+async fn apply_run(tr: &TrainingRun, ctx: &Context, ns: &str, api: &Api<TrainingRun>) -> Result<Action, Error> {
+    let datasets: Api<Dataset> = Api::namespaced(ctx.client.clone(), ns);
+    let ds_name = &tr.spec.dataset_ref.name;
+    let dataset = datasets
+        .get_opt(ds_name)
+        .await
+        .map_err(kube_err(format!("get Dataset {ns}/{ds_name}")))?;
+    let Some(artifact) = dataset_to_use(tr, dataset.as_ref()) else {
+        let message = match &dataset {
+            None => format!("Dataset {ds_name} does not exist yet"),
+            Some(_) => format!("Dataset {ds_name} is not Ready yet"),
+        };
+        let status = waiting_status(tr, &message, &now());
+        update_status(ctx, api, tr, &status).await?;
+        return Ok(Action::requeue(WAIT));
+    };
+
+    let digest = build::inputs_digest(&tr.spec, &artifact);
+    let attempt = attempt_for(tr, &digest);
+    let name = build::job_name(tr, attempt);
+    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+
+    // A new attempt never reuses the old Job: stop the previous one so it frees its GPU, keep its files.
+    let previous = tr
+        .status
+        .as_ref()
+        .map(|s| s.attempt)
+        .filter(|a| *a > 0 && *a != attempt);
+    if let Some(previous) = previous {
+        let old = build::job_name(tr, previous);
+        match jobs.delete(&old, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(kube_err(format!("delete Job {ns}/{old}"))(e)),
+        }
+    }
+
+    ensure(&config_maps, &build::config_map(tr, attempt, &artifact)).await?;
+    let job = ensure(&jobs, &build::job(tr, attempt, &artifact, &ctx.settings)).await?;
+    let pod_list = pods
+        .list(&ListParams::default().labels(&format!("job-name={name}")))
+        .await
+        .map_err(kube_err(format!("list Pods of Job {ns}/{name}")))?;
+
+    // Progress comes from the trainer's own metrics while it trains; a failed scrape keeps the last figures
+    // (a preempted Pod's replacement reports again once it has resumed from its checkpoint).
+    let metrics = match (training_now(&pod_list.items), running_pod_ip(&pod_list.items)) {
+        (true, Some(ip)) => scrape(ctx, &ip).await,
+        _ => None,
+    };
+    let observed = Observed {
+        attempt,
+        inputs_digest: &digest,
+        job_name: &name,
+        dataset: &artifact,
+        job: &job,
+        pods: &pod_list.items,
+    };
+    let status = next_status(tr, &observed, metrics.as_deref(), &now());
+    let finished = matches!(status.phase.as_deref(), Some("Succeeded") | Some("Failed"));
+    update_status(ctx, api, tr, &status).await?;
+    Ok(if finished {
+        Action::await_change()
+    } else {
+        Action::requeue(POLL)
+    })
+}
+
+async fn scrape(ctx: &Context, ip: &str) -> Option<String> {
+    let url = format!("http://{ip}:{}/metrics", ctx.trainer_metrics_port);
+    let response = ctx.http.get(&url).timeout(Duration::from_secs(3)).send().await.ok()?;
+    response.error_for_status().ok()?.text().await.ok()
+}
+
+/// Whether the running Pod is still in its `train` init container (rather than quantizing).
+fn training_now(pods: &[Pod]) -> bool {
+    pods.iter()
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .any(|p| {
+            let statuses = p.status.as_ref().and_then(|s| s.init_container_statuses.as_ref());
+            !statuses.into_iter().flatten().filter(|c| c.name == "train").any(|c| {
+                c.state
+                    .as_ref()
+                    .and_then(|s| s.terminated.as_ref())
+                    .is_some_and(|t| t.exit_code == 0)
+            })
+        })
+}
+
+fn waiting_status(tr: &TrainingRun, message: &str, now: &Time) -> TrainingRunStatus {
+    let mut status = tr.status.clone().unwrap_or_default();
+    status.observed_generation = tr.metadata.generation;
+    // A run that already trained keeps its phase and artifacts while its Dataset rebuilds.
+    if status.attempt == 0 {
+        status.phase = Some("Pending".into());
+    }
+    set_health(
+        &mut status.conditions,
+        Health::Reconciling,
+        reason::WAITING_FOR_DATASET,
+        message,
+        tr.metadata.generation,
+        now,
+    );
+    status
+}
+
+/// What one reconcile saw of the current attempt.
+pub struct Observed<'a> {
+    pub attempt: u32,
+    pub inputs_digest: &'a str,
+    pub job_name: &'a str,
+    pub dataset: &'a ArtifactRef,
+    pub job: &'a Job,
+    pub pods: &'a [Pod],
+}
+
+/// The status after observing the current attempt's Job and Pods (and, while training, its metrics text).
+/// The artifacts of an earlier attempt stay until this one replaces them, so servings keep their model.
+pub fn next_status(tr: &TrainingRun, seen: &Observed<'_>, metrics: Option<&str>, now: &Time) -> TrainingRunStatus {
+    let mut status = tr.status.clone().unwrap_or_default();
+    let generation = tr.metadata.generation;
+    if status.attempt != seen.attempt {
+        status.progress = None;
+        status.final_loss = None;
+        status.eval_loss = None;
+    }
+    status.observed_generation = generation;
+    status.attempt = seen.attempt;
+    status.inputs_digest = Some(seen.inputs_digest.to_string());
+    status.job_name = Some(seen.job_name.to_string());
+    status.dataset = Some(seen.dataset.clone());
+    status.restarts = disrupted_pods(seen.pods);
+    if let Some(p) = metrics.and_then(progress::from_metrics) {
+        status.progress = Some(p);
+    }
+    let job = seen.job_name;
+    let (phase, health, why, message) = match outcome(seen.job, seen.pods) {
+        JobOutcome::Pending => (
+            "Pending",
+            Health::Reconciling,
+            reason::JOB_PENDING,
+            format!("Job {job} is waiting for a GPU node"),
+        ),
+        JobOutcome::Running if training_now(seen.pods) => {
+            let at = status
+                .progress
+                .as_ref()
+                .map(|p| format!(" (step {})", p.display))
+                .unwrap_or_default();
+            (
+                "Training",
+                Health::Reconciling,
+                reason::TRAINING,
+                format!("attempt {} is training{at}", seen.attempt),
+            )
+        }
+        JobOutcome::Running => (
+            "Quantizing",
+            Health::Reconciling,
+            reason::QUANTIZING,
+            format!("attempt {} is writing GGUF files", seen.attempt),
+        ),
+        JobOutcome::Failed(why) => ("Failed", Health::Stalled, reason::JOB_FAILED, why),
+        JobOutcome::Succeeded => match results(seen.pods) {
+            Ok((train, quantize)) => {
+                let files: Vec<&str> = quantize.gguf.iter().map(|g| g.quantization.as_str()).collect();
+                let message = format!(
+                    "trained {} steps, final loss {}; GGUF: {}",
+                    train.steps,
+                    fmt_loss(train.final_loss),
+                    files.join(", ")
+                );
+                status.final_loss = train.final_loss;
+                status.eval_loss = train.eval_loss;
+                if let Some(p) = status.progress.as_mut() {
+                    p.step = train.steps.max(p.step);
+                    p.total_steps = p.total_steps.max(p.step);
+                    p.display = format!("{}/{} (100%)", p.step, p.total_steps);
+                }
+                status.artifacts = Some(TrainingArtifacts {
+                    adapter: Some(train.adapter),
+                    merged: train.merged,
+                    gguf: quantize.gguf,
+                });
+                ("Succeeded", Health::Ready, reason::SUCCEEDED, message)
+            }
+            Err(e) => ("Failed", Health::Stalled, reason::RESULT_UNREADABLE, e.to_string()),
+        },
+    };
+    status.phase = Some(phase.to_string());
+    set_health(&mut status.conditions, health, why, &message, generation, now);
+    status
+}
+
+fn fmt_loss(loss: Option<f64>) -> String {
+    loss.map(|l| format!("{l:.4}")).unwrap_or_else(|| "n/a".into())
+}
+
+fn results(pods: &[Pod]) -> Result<(TrainResult, QuantizeResult), crate::controller::job_status::ResultError> {
+    Ok((container_result(pods, "train")?, container_result(pods, "quantize")?))
+}
