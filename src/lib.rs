@@ -5,6 +5,7 @@ pub mod api;
 pub mod chat;
 pub mod controller;
 pub mod doctor;
+pub mod gguf;
 pub mod hf;
 pub mod telemetry;
 #[cfg(feature = "train")]

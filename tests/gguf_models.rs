@@ -33,7 +33,12 @@ fn fixtures() -> PathBuf {
 fn backend() -> &'static LlamaBackend {
     static B: OnceLock<LlamaBackend> = OnceLock::new();
     B.get_or_init(|| {
-        llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default().with_logs_enabled(false));
+        if std::env::var_os("FIREWEAVE_LLAMA_LOGS").is_some() {
+            let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).try_init();
+        }
+        llama_cpp_2::send_logs_to_tracing(
+            llama_cpp_2::LogOptions::default().with_logs_enabled(std::env::var_os("FIREWEAVE_LLAMA_LOGS").is_some()),
+        );
         LlamaBackend::init().expect("llama.cpp backend")
     })
 }
@@ -253,6 +258,9 @@ fn assert_pypi_gguf_agrees(path: &Path) {
     }
 }
 
+/// Logit distance under which two candidate next tokens count as tied for a quantized model.
+const NEAR_TIE: f32 = 0.5;
+
 fn run_model(name: &str, min_cosine: &[(Mix, f64)]) {
     let fx = fixtures();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -296,12 +304,17 @@ fn run_model(name: &str, min_cosine: &[(Mix, f64)]) {
         let want = min_cosine.iter().find(|(m, _)| *m == mix).map_or(0.9999, |(_, c)| *c);
         assert!(cos >= want, "{name} {mix}: logits cosine {cos} below {want}");
         if matches!(mix, Mix::F32 | Mix::Q8_0) {
-            for (ids, next) in r.input_ids.iter().zip(&r.greedy_next) {
+            for (case, (ids, next)) in r.input_ids.iter().zip(&r.greedy_next).enumerate() {
                 let (l, v) = llama_logits(&s.path, ids);
-                assert_eq!(
-                    argmax(&l[l.len() - v..]) as i32,
-                    *next,
-                    "{name} {mix}: greedy next token"
+                let ours = argmax(&l[l.len() - v..]);
+                // Case 0 has stored reference logits. Where transformers' own top choices lie within
+                // NEAR_TIE of each other, 8-bit weights may pick any of them (SmolLM2's case 0 has three tokens
+                // within 0.13); F32 must still agree exactly.
+                let ref_last = &r.logits[r.logits.len() - vocab..];
+                let near_tie = case == 0 && mix != Mix::F32 && ref_last[ours] >= ref_last[*next as usize] - NEAR_TIE;
+                assert!(
+                    ours as i32 == *next || near_tie,
+                    "{name} {mix} case {case}: greedy {ours}, reference {next}"
                 );
             }
         }

@@ -96,7 +96,7 @@ pub fn tensor_type(mix: Mix, name: &str, n_dims: usize, row_len: u64, n_layers: 
     let more_bits = || layer_of(name).is_some_and(|i| use_more_bits(i, n_layers));
     let mut t = default;
     if is_output {
-        if row_len % default.block_size() as u64 != 0 {
+        if !row_len.is_multiple_of(default.block_size() as u64) {
             t = GgmlType::Q8_0;
         } else if default != GgmlType::Q8_0 {
             t = GgmlType::Q6K;
@@ -112,7 +112,7 @@ pub fn tensor_type(mix: Mix, name: &str, n_dims: usize, row_len: u64, n_layers: 
 
 /// Rows that are not a whole number of blocks: step down to a 32-value type, then to F16.
 pub fn fallback(t: GgmlType, row_len: u64) -> GgmlType {
-    if row_len % t.block_size() as u64 == 0 {
+    if row_len.is_multiple_of(t.block_size() as u64) {
         return t;
     }
     let next = match t {
@@ -121,7 +121,7 @@ pub fn fallback(t: GgmlType, row_len: u64) -> GgmlType {
         GgmlType::Q6K => GgmlType::Q8_0,
         other => other,
     };
-    if row_len % next.block_size() as u64 == 0 {
+    if row_len.is_multiple_of(next.block_size() as u64) {
         next
     } else {
         GgmlType::F16

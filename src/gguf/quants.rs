@@ -571,8 +571,8 @@ pub fn quantize_row_q6_k(x: &[f32], out: &mut [u8]) {
         }
         let iscale = -128.0 / max_scale;
         b.d = f32_to_f16(1.0 / iscale);
-        for ib in 0..QK_K / 16 {
-            b.scales[ib] = nearest_int(iscale * scales[ib]).min(127) as i8;
+        for (out, &scale) in b.scales.iter_mut().zip(&scales) {
+            *out = nearest_int(iscale * scale).min(127) as i8;
         }
         for j in 0..QK_K / 16 {
             let d = f16_to_f32(b.d) * b.scales[j] as f32;

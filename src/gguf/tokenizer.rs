@@ -47,8 +47,8 @@ pub fn detect_pre_tokenizer(pre: &Json) -> Option<&'static str> {
                 _ => None,
             }
         }
-        // Plain byte-level with its built-in regex is GPT-2's pre-tokenizer.
-        "ByteLevel" if pre.get("use_regex").and_then(Json::as_bool) != Some(false) => Some("gpt2"),
+        // Plain byte-level with its built-in regex is GPT-2's pre-tokenizer, which llama.cpp spells "gpt-2".
+        "ByteLevel" if pre.get("use_regex").and_then(Json::as_bool) != Some(false) => Some("gpt-2"),
         _ => None,
     }
 }
@@ -101,7 +101,7 @@ pub fn tokenizer_kv(
     let pre_json = tok.get("pre_tokenizer").unwrap_or(&Json::Null);
     let pre = detect_pre_tokenizer(pre_json).ok_or_else(|| {
         bad(format!(
-            "pre_tokenizer not recognised as one llama.cpp supports (llama-bpe, smollm, gpt2): {}",
+            "pre_tokenizer not recognised as one llama.cpp supports (llama-bpe, smollm, gpt-2): {}",
             {
                 let s = pre_json.to_string();
                 s.chars().take(200).collect::<String>()

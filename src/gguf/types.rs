@@ -17,6 +17,9 @@ pub enum GgmlType {
     BF16,
 }
 
+/// Quantizes one row of f32 values into its blocks' bytes.
+pub type RowQuantizer = fn(&[f32], &mut [u8]);
+
 impl GgmlType {
     pub const ALL: [GgmlType; 11] = [
         GgmlType::F32,
@@ -96,7 +99,7 @@ impl GgmlType {
     /// Bytes of a row of `n` values, None when `n` is not a whole number of blocks or overflows.
     pub fn row_bytes(self, n: u64) -> Option<u64> {
         let bs = self.block_size() as u64;
-        if n % bs != 0 {
+        if !n.is_multiple_of(bs) {
             return None;
         }
         (n / bs).checked_mul(self.type_size() as u64)
@@ -107,7 +110,7 @@ impl GgmlType {
     }
 
     /// The row quantizer; None for the types we only read.
-    pub fn quantizer(self) -> Option<fn(&[f32], &mut [u8])> {
+    pub fn quantizer(self) -> Option<RowQuantizer> {
         Some(match self {
             GgmlType::F32 => q::quantize_row_f32,
             GgmlType::F16 => q::quantize_row_f16,
