@@ -54,6 +54,29 @@ fn awkward_rows() -> Vec<(&'static str, Vec<f32>)> {
         }
     }
     rows.push(("zero sub-blocks", holes));
+    // 0.0 and -0.0 compare equal but store differently: whichever comes first must be the block's min/max.
+    let signed_zeros: Vec<f32> = (0..n)
+        .map(|i| match i % 5 {
+            0 => -0.0,
+            1 => 0.0,
+            2 if (i / 32) % 2 == 0 => 0.25,
+            3 if (i / 32) % 3 == 0 => -0.5,
+            _ => -0.0,
+        })
+        .collect();
+    rows.push(("signed zeros", signed_zeros));
+    let positive_zeros: Vec<f32> = (0..n)
+        .map(|i| {
+            if i % 3 == 0 {
+                0.0
+            } else if i % 3 == 1 {
+                -0.0
+            } else {
+                0.1
+            }
+        })
+        .collect();
+    rows.push(("zeros before negative zeros", positive_zeros));
     let mut mixed = noise(n, 9, 1e-3);
     for (i, v) in mixed.iter_mut().enumerate() {
         if i % 32 < 4 {

@@ -178,6 +178,16 @@ pub fn bf16_to_f32(h: u16) -> f32 {
     bf16::from_bits(h).to_f32()
 }
 
+/// `roundf` (halves away from zero), exactly, for the |x| <= 128 the Q8_0 kernel rounds: truncation to i32 is
+/// one SSE2 instruction that vectorizes, where `f32::round` is a libm call on baseline x86-64; `x - trunc(x)` is
+/// exact below 2^23, so the half test is too.
+#[inline]
+fn round_half_away(x: f32) -> i32 {
+    let t = x as i32;
+    let frac = x - t as f32;
+    t + i32::from(frac >= 0.5) - i32::from(frac <= -0.5)
+}
+
 /// Round half to even by the 1.5·2^23 trick (exact for |x| < 2^22, and deterministic garbage beyond,
 /// which is what llama.cpp computes too).
 #[inline]
@@ -214,7 +224,7 @@ pub fn quantize_row_q8_0(x: &[f32], out: &mut [u8]) {
             ..Default::default()
         };
         for (q, v) in b.qs.iter_mut().zip(xb) {
-            *q = (v * id).round() as i8;
+            *q = round_half_away(v * id) as i8;
         }
         b.write(ob);
     }
@@ -233,14 +243,38 @@ fn signed_absmax(xb: &[f32]) -> f32 {
 }
 
 fn min_max(xb: &[f32]) -> (f32, f32) {
+    // llama.cpp scans with strict comparisons, so NaN never wins and, among equal values, the first one does.
+    // Only 0.0 and -0.0 compare equal with different bits, so: eight independent lanes (which vectorize),
+    // lanes combined, then a zero result replaced by the first zero in order. Same bits, several times faster.
+    let (mut mins, mut maxs) = ([f32::MAX; 8], [-f32::MAX; 8]);
+    let chunks = xb.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for k in 0..8 {
+            if c[k] < mins[k] {
+                mins[k] = c[k];
+            }
+            if c[k] > maxs[k] {
+                maxs[k] = c[k];
+            }
+        }
+    }
     let (mut min, mut max) = (f32::MAX, -f32::MAX);
-    for &v in xb {
+    for &v in mins.iter().chain(rest) {
         if v < min {
             min = v;
         }
+    }
+    for &v in maxs.iter().chain(rest) {
         if v > max {
             max = v;
         }
+    }
+    if min == 0.0 {
+        min = xb.iter().copied().find(|&v| v == 0.0).unwrap_or(min);
+    }
+    if max == 0.0 {
+        max = xb.iter().copied().find(|&v| v == 0.0).unwrap_or(max);
     }
     (min, max)
 }
@@ -278,15 +312,15 @@ pub fn quantize_row_q5_1(x: &[f32], out: &mut [u8]) {
             m: f32_to_f16(min),
             ..Default::default()
         };
+        // Levels first (independent per value, so vectorized), then the nibble and high-bit packing.
+        // Through i32 (one SSE2 instruction) rather than u32: the values are within [0, 31.5].
+        let xi: [u32; QK] = std::array::from_fn(|j| ((xb[j] - min) * id + 0.5) as i32 as u32);
         let mut qh = 0u32;
         for j in 0..QK / 2 {
-            let x0 = (xb[j] - min) * id;
-            let x1 = (xb[j + QK / 2] - min) * id;
-            let xi0 = (x0 + 0.5) as u8;
-            let xi1 = (x1 + 0.5) as u8;
-            b.qs[j] = (xi0 & 0x0f) | ((xi1 & 0x0f) << 4);
-            qh |= (((xi0 & 0x10) >> 4) as u32) << j;
-            qh |= (((xi1 & 0x10) >> 4) as u32) << (j + QK / 2);
+            let (xi0, xi1) = (xi[j], xi[j + QK / 2]);
+            b.qs[j] = ((xi0 & 0x0f) | ((xi1 & 0x0f) << 4)) as u8;
+            qh |= ((xi0 & 0x10) >> 4) << j;
+            qh |= ((xi1 & 0x10) >> 4) << (j + QK / 2);
         }
         b.qh = qh.to_le_bytes();
         b.write(ob);
@@ -295,22 +329,24 @@ pub fn quantize_row_q5_1(x: &[f32], out: &mut [u8]) {
 
 /// Weighted search for scale and min of one 32-value sub-block (llama.cpp's `make_qkx2_quants` without MAD).
 /// Returns (scale, -min); `l` receives the chosen levels.
-#[allow(clippy::too_many_arguments)]
+///
+/// Bytes must equal llama.cpp's, so every float sum runs in the same sequential order as its C loop; what is
+/// independent per element (the rounding to levels) is done in a separate loop over fixed-size arrays, which the
+/// compiler vectorizes.
 fn make_qkx2_quants(
     nmax: i32,
-    x: &[f32],
+    x: &[f32; 32],
     weights: &[f32; 32],
-    l: &mut [u8],
+    l: &mut [u8; 32],
     rmin: f32,
     rdelta: f32,
     nstep: i32,
 ) -> (f32, f32) {
-    let n = x.len();
     let mut min = x[0];
     let mut max = x[0];
     let mut sum_w = weights[0];
     let mut sum_x = sum_w * x[0];
-    for i in 1..n {
+    for i in 1..32 {
         if x[i] < min {
             min = x[i];
         }
@@ -325,28 +361,27 @@ fn make_qkx2_quants(
         min = 0.0;
     }
     if max == min {
-        l[..n].fill(0);
+        l.fill(0);
         return (0.0, -min);
     }
+    let levels = |iscale: f32, min: f32| -> [f32; 32] {
+        std::array::from_fn(|i| nearest_int(iscale * (x[i] - min)).clamp(0, nmax) as f32)
+    };
     let nmaxf = nmax as f32;
     let mut iscale = nmaxf / (max - min);
     let mut scale = 1.0 / iscale;
+    let mut best = levels(iscale, min);
     let mut best_error = 0.0f32;
-    for i in 0..n {
-        let q = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
-        l[i] = q as u8;
-        let diff = scale * q as f32 + min - x[i];
+    for i in 0..32 {
+        let diff = scale * best[i] + min - x[i];
         best_error += weights[i] * (diff * diff);
     }
-    let mut laux = [0u8; 32];
     for is in 0..=nstep {
         iscale = (rmin + rdelta * is as f32 + nmaxf) / (max - min);
+        let laux = levels(iscale, min);
         let (mut sum_l, mut sum_l2, mut sum_xl) = (0.0f32, 0.0f32, 0.0f32);
-        for i in 0..n {
-            let q = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
-            laux[i] = q as u8;
-            let w = weights[i];
-            let lf = q as f32;
+        for i in 0..32 {
+            let (w, lf) = (weights[i], laux[i]);
             sum_l += w * lf;
             sum_l2 += w * lf * lf;
             sum_xl += w * lf * x[i];
@@ -360,17 +395,20 @@ fn make_qkx2_quants(
                 this_scale = sum_xl / sum_l2;
             }
             let mut cur_error = 0.0f32;
-            for i in 0..n {
-                let diff = this_scale * laux[i] as f32 + this_min - x[i];
+            for i in 0..32 {
+                let diff = this_scale * laux[i] + this_min - x[i];
                 cur_error += weights[i] * (diff * diff);
             }
             if cur_error < best_error {
-                l[..n].copy_from_slice(&laux[..n]);
+                best = laux;
                 best_error = cur_error;
                 scale = this_scale;
                 min = this_min;
             }
         }
+    }
+    for (o, v) in l.iter_mut().zip(best) {
+        *o = v as u8;
     }
     (scale, -min)
 }
@@ -402,7 +440,11 @@ fn kquant_levels(x: &[f32], nmax: i32, rmin: f32, nstep: i32, l: &mut [u8; QK_K]
         for (w, v) in weights.iter_mut().zip(xs) {
             *w = av_x + v.abs();
         }
-        let (s, m) = make_qkx2_quants(nmax, xs, &weights, &mut l[32 * j..32 * j + 32], rmin, 0.1, nstep);
+        let xs: &[f32; 32] = xs.try_into().expect("sub-blocks hold 32 values");
+        let lj: &mut [u8; 32] = (&mut l[32 * j..32 * j + 32])
+            .try_into()
+            .expect("sub-blocks hold 32 levels");
+        let (s, m) = make_qkx2_quants(nmax, xs, &weights, lj, rmin, 0.1, nstep);
         scales[j] = s;
         mins[j] = m;
         if s > max_scale {
