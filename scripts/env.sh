@@ -15,3 +15,12 @@ fi
 if [[ -n "${LIBTORCH:-}" ]]; then
   export LD_LIBRARY_PATH="$LIBTORCH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
+# llama.cpp (feature `serve`) is built with GGML_NATIVE off and, without a Rust target-cpu, only SSE2 kernels:
+# several times slower than `pip install llama-cpp-python`. Turn on what this CPU has; the build script passes
+# GGML_* variables to CMake. (Images built elsewhere set these for their baseline, x86-64-v3.)
+if [[ -z "${GGML_AVX2:-}" && -r /proc/cpuinfo ]] && grep -qw avx2 /proc/cpuinfo; then
+  export GGML_AVX=ON GGML_AVX2=ON
+  grep -qw fma /proc/cpuinfo && export GGML_FMA=ON
+  grep -qw f16c /proc/cpuinfo && export GGML_F16C=ON
+  grep -qw bmi2 /proc/cpuinfo && export GGML_BMI2=ON
+fi

@@ -4,9 +4,12 @@
 pub mod api;
 pub mod chat;
 pub mod controller;
+pub mod dataset;
 pub mod doctor;
 pub mod gguf;
 pub mod hf;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod telemetry;
 #[cfg(feature = "train")]
 pub mod train;

@@ -17,10 +17,15 @@ struct Cli {
 enum Command {
     /// Report what this build can do here: features, libtorch and CUDA, llama.cpp backends.
     Doctor,
+    /// Build a training dataset: load, validate, score, deduplicate, split (and optionally synthesize).
+    Dataset(fireweave_ai::dataset::Args),
     /// Convert a Hugging Face checkpoint to GGUF files (F16, BF16, Q8_0, Q6_K, Q5_K_M, Q4_K_M) in one pass.
     Quantize(fireweave_ai::gguf::cli::QuantizeArgs),
     /// Inspect GGUF files.
     Gguf(fireweave_ai::gguf::cli::GgufArgs),
+    /// Serve GGUF models on the Ollama REST API (plus /metrics, /healthz, /readyz) with llama.cpp.
+    #[cfg(feature = "serve")]
+    Serve(fireweave_ai::serve::ServeArgs),
     /// Write the CustomResourceDefinitions (Dataset, TrainingRun, ModelServing) as YAML into a folder.
     Crdgen(fireweave_ai::api::crdgen::Args),
     /// Run the Kubernetes operator (controllers, /metrics, /healthz, /readyz).
@@ -32,8 +37,14 @@ fn main() -> Result<()> {
     fireweave_ai::telemetry::init(cli.log_json);
     match cli.command {
         Command::Doctor => fireweave_ai::doctor::run(),
+        Command::Dataset(args) => {
+            fireweave_ai::dataset::main(args)?;
+            Ok(())
+        }
         Command::Quantize(args) => fireweave_ai::gguf::cli::quantize(args),
         Command::Gguf(args) => fireweave_ai::gguf::cli::gguf(args),
+        #[cfg(feature = "serve")]
+        Command::Serve(args) => Ok(fireweave_ai::serve::run(args)?),
         Command::Crdgen(args) => Ok(fireweave_ai::api::crdgen::run(&args)?),
         Command::Operator(args) => {
             let runtime = tokio::runtime::Runtime::new()?;

@@ -3,96 +3,24 @@
 
 use std::path::Path;
 
+use fireweave_ai::api::validate::{self, FieldError};
 use fireweave_ai::api::{Dataset, ModelServing, TrainingRun};
-use kube::CustomResourceExt;
-use kube::core::cel::Validator;
 use serde_json::{Value, json};
 
 fn schema_of(kind: &str) -> Value {
-    let crd = match kind {
-        "Dataset" => Dataset::crd(),
-        "TrainingRun" => TrainingRun::crd(),
-        "ModelServing" => ModelServing::crd(),
-        other => panic!("no CRD for kind {other}"),
-    };
-    serde_json::to_value(
-        crd.spec.versions[0]
-            .schema
-            .as_ref()
-            .and_then(|s| s.open_api_v3_schema.as_ref()),
-    )
-    .expect("schema serializes")
+    validate::schema_of(kind).unwrap_or_else(|| panic!("no CRD for kind {kind}"))
 }
 
-/// Structural checks the API server makes before CEL: types, required fields, enums, pruned unknown fields.
-/// `spec.export` under the root, `spec.export.gguf` below it: the field paths the API server prints.
-fn join(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_string()
-    } else {
-        format!("{path}.{key}")
-    }
-}
-
-fn structural_errors(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
-    if value.is_null() && schema["nullable"] == true {
-        return;
-    }
-    if let Some(allowed) = schema["enum"].as_array()
-        && !allowed.contains(value)
-    {
-        errors.push(format!("{path}: Unsupported value: {value}"));
-    }
-    if schema.get("x-kubernetes-int-or-string") == Some(&json!(true)) {
-        return;
-    }
-    let ok = match schema["type"].as_str() {
-        Some("object") => value.is_object(),
-        Some("array") => value.is_array(),
-        Some("string") => value.is_string(),
-        Some("integer") => value.is_i64() || value.is_u64(),
-        Some("number") => value.is_number(),
-        Some("boolean") => value.is_boolean(),
-        _ => true,
-    };
-    if !ok {
-        errors.push(format!("{path}: expected {}, got {value}", schema["type"]));
-        return;
-    }
-    if let Some(obj) = value.as_object() {
-        let props = schema["properties"].as_object();
-        for req in schema["required"].as_array().into_iter().flatten() {
-            let key = req.as_str().unwrap_or_default();
-            if !obj.contains_key(key) {
-                errors.push(format!("{}: Required value", join(path, key)));
-            }
-        }
-        for (k, v) in obj {
-            let child = join(path, k);
-            match (props.and_then(|p| p.get(k)), schema.get("additionalProperties")) {
-                (Some(s), _) => structural_errors(s, v, &child, errors),
-                (None, Some(s)) if s.is_object() => structural_errors(s, v, &child, errors),
-                _ if schema["x-kubernetes-preserve-unknown-fields"] == true => {}
-                _ if path.is_empty() && (k == "apiVersion" || k == "kind" || k == "metadata") => {}
-                _ => errors.push(format!("{child}: unknown field")),
-            }
-        }
-    }
-    if let (Some(items), Some(arr)) = (schema.get("items"), value.as_array()) {
-        for (i, v) in arr.iter().enumerate() {
-            structural_errors(items, v, &format!("{path}[{i}]"), errors);
-        }
-    }
+fn strings(errors: Vec<FieldError>) -> Vec<String> {
+    errors.iter().map(ToString::to_string).collect()
 }
 
 fn cel_messages(kind: &str, value: &Value, old: Option<&Value>) -> Vec<String> {
-    match Validator::new().validate(&schema_of(kind), value, old) {
-        Ok(()) => Vec::new(),
-        Err(errors) => errors
-            .into_iter()
-            .map(|e| format!("{}: {}", e.field_path, e.message))
-            .collect(),
-    }
+    strings(validate::cel_errors(&schema_of(kind), value, old))
+}
+
+fn structural_errors(schema: &Value, value: &Value) -> Vec<String> {
+    strings(validate::structural_errors(schema, value))
 }
 
 fn examples() -> Vec<(String, Value)> {
@@ -124,9 +52,7 @@ fn every_example_validates_and_deserializes() {
     );
     for (file, obj) in all {
         let kind = obj["kind"].as_str().expect("kind").to_string();
-        let mut errors = Vec::new();
-        structural_errors(&schema_of(&kind), &obj, "", &mut errors);
-        errors.extend(cel_messages(&kind, &obj, None));
+        let errors = strings(validate::validate(&kind, &obj));
         assert!(errors.is_empty(), "{file} {kind}: {errors:?}");
         let typed = match kind.as_str() {
             "Dataset" => serde_json::from_value::<Dataset>(obj).map(|_| ()),
@@ -185,9 +111,10 @@ fn quantization_names_come_from_the_supported_set() {
         cel_messages("TrainingRun", &obj, None),
         ["spec.export.gguf: export.gguf entries must be one of F16, BF16, Q8_0, Q6_K, Q5_K_M, Q4_K_M"]
     );
-    let mut errors = Vec::new();
-    structural_errors(&schema_of("TrainingRun"), &obj, "", &mut errors);
-    assert_eq!(errors, ["spec.export.gguf[1]: Unsupported value: \"Q3_K_S\""]);
+    assert_eq!(
+        structural_errors(&schema_of("TrainingRun"), &obj),
+        ["spec.export.gguf[1]: Unsupported value: \"Q3_K_S\""]
+    );
 }
 
 #[test]
@@ -202,7 +129,7 @@ fn base_model_is_immutable_once_training_started() {
     assert_eq!(
         cel_messages("TrainingRun", &new, Some(&old)),
         [
-            ".spec.baseModel: spec.baseModel cannot change once training has started; create a new TrainingRun for another base model"
+            "spec.baseModel: spec.baseModel cannot change once training has started; create a new TrainingRun for another base model"
         ]
     );
     // Other fields stay editable: a new attempt starts instead.

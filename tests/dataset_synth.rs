@@ -7,10 +7,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use fireweave_ai::api::dataset::{Synthesis, SynthesisProvider, SynthesisTopic, default_tools};
 use fireweave_ai::dataset::curate::{self, Config, Fate};
 use fireweave_ai::dataset::load::Item;
 use fireweave_ai::dataset::reason::Reason;
-use fireweave_ai::dataset::spec::{Provider, SynthesisSpec, SynthesisTopic, fireweave_tools};
 use fireweave_ai::dataset::synth::{self, ApiKey, Tuning};
 use fireweave_ai::dataset::validate::Rules;
 use serde_json::{Value, json};
@@ -35,6 +35,8 @@ struct Log {
     tokens_per_reply: u64,
     requests: Vec<(Instant, String, Value, HeaderMap)>,
     served: usize,
+    /// Numbering of generated examples starts here, so a second server does not repeat the first one's.
+    first_example: usize,
 }
 
 type Shared = Arc<Mutex<Log>>;
@@ -84,7 +86,7 @@ async fn handle(State(s): State<Shared>, uri: axum::http::Uri, headers: HeaderMa
             axum::Json(wrap(&path, &t, log.tokens_per_reply)).into_response()
         }
         Reply::Examples => {
-            let k = log.served;
+            let k = log.first_example + log.served;
             log.served += 1;
             axum::Json(wrap(&path, &examples(k), log.tokens_per_reply)).into_response()
         }
@@ -104,11 +106,11 @@ async fn serve(log: Log) -> (String, Shared) {
     (format!("http://{addr}"), shared)
 }
 
-fn spec(provider: Provider, endpoint: &str, topics: &[(&str, u32)]) -> SynthesisSpec {
-    SynthesisSpec {
+fn spec(provider: SynthesisProvider, endpoint: &str, topics: &[(&str, u32)]) -> Synthesis {
+    Synthesis {
         provider,
         endpoint: Some(match provider {
-            Provider::Openai => format!("{endpoint}/v1"),
+            SynthesisProvider::Openai => format!("{endpoint}/v1"),
             _ => endpoint.to_string(),
         }),
         model: "teacher-1".into(),
@@ -118,7 +120,7 @@ fn spec(provider: Provider, endpoint: &str, topics: &[(&str, u32)]) -> Synthesis
             .map(|(n, c)| SynthesisTopic {
                 name: n.to_string(),
                 count: *c,
-                instructions: "Be concrete.".into(),
+                instructions: Some("Be concrete.".into()),
             })
             .collect(),
         tokens_per_minute: 1_000_000,
@@ -141,7 +143,7 @@ fn curate_all(items: &[Item]) -> curate::Outcome {
         rules: Rules {
             min_answer_chars: 40,
             reject_placeholders: true,
-            tools: fireweave_tools(),
+            tools: default_tools(),
         },
         min_score: 50,
         exact: true,
@@ -160,9 +162,9 @@ const KEY: &str = "sk-test-5f1c0e9a-never-print-me";
 #[tokio::test]
 async fn each_provider_api_is_spoken_and_records_are_curated() {
     for (provider, path) in [
-        (Provider::Openai, "/v1/chat/completions"),
-        (Provider::Anthropic, "/v1/messages"),
-        (Provider::Ollama, "/api/chat"),
+        (SynthesisProvider::Openai, "/v1/chat/completions"),
+        (SynthesisProvider::Anthropic, "/v1/messages"),
+        (SynthesisProvider::Ollama, "/api/chat"),
     ] {
         let (url, log) = serve(Log {
             tokens_per_reply: 50,
@@ -171,7 +173,7 @@ async fn each_provider_api_is_spoken_and_records_are_curated() {
         .await;
         let cache = tempfile::tempdir().expect("tempdir");
         let s = spec(provider, &url, &[("palo-alto", 4), ("fireweave-function-calling", 2)]);
-        let items = synth::synthesize(&s, &fireweave_tools(), cache.path(), Some(ApiKey::new(KEY)), &fast())
+        let items = synth::synthesize(&s, &default_tools(), cache.path(), Some(ApiKey::new(KEY)), &fast())
             .await
             .expect("synthesis succeeds");
         assert_eq!(items.len(), 6, "{provider:?}: 3 batches of 2");
@@ -181,16 +183,16 @@ async fn each_provider_api_is_spoken_and_records_are_curated() {
             assert_eq!(p, path);
             assert_eq!(body["model"], "teacher-1");
             match provider {
-                Provider::Openai => {
+                SynthesisProvider::Openai => {
                     assert_eq!(headers["authorization"], format!("Bearer {KEY}").as_str());
                     assert_eq!(body["messages"][0]["role"], "system");
                 }
-                Provider::Anthropic => {
+                SynthesisProvider::Anthropic => {
                     assert_eq!(headers["x-api-key"], KEY);
                     assert!(headers.contains_key("anthropic-version"));
                     assert!(body["system"].is_string() && body["messages"][0]["role"] == "user");
                 }
-                Provider::Ollama => assert_eq!(body["stream"], false),
+                SynthesisProvider::Ollama => assert_eq!(body["stream"], false),
             }
         }
         let prompt = log.requests[2].2.to_string();
@@ -215,7 +217,7 @@ async fn a_429_is_retried_after_retry_after() {
     .await;
     let cache = tempfile::tempdir().expect("tempdir");
     let items = synth::synthesize(
-        &spec(Provider::Openai, &url, &[("dns", 2)]),
+        &spec(SynthesisProvider::Openai, &url, &[("dns", 2)]),
         &[],
         cache.path(),
         None,
@@ -236,7 +238,7 @@ async fn the_tokens_per_minute_budget_holds() {
     })
     .await;
     let cache = tempfile::tempdir().expect("tempdir");
-    let mut s = spec(Provider::Openai, &url, &[("aws", 12)]);
+    let mut s = spec(SynthesisProvider::Openai, &url, &[("aws", 12)]);
     s.tokens_per_minute = 1000;
     let tuning = Tuning {
         window: Duration::from_secs(1),
@@ -268,7 +270,13 @@ async fn the_tokens_per_minute_budget_holds() {
 #[tokio::test]
 async fn a_crash_mid_run_resumes_without_regenerating_or_duplicating() {
     let cache = tempfile::tempdir().expect("tempdir");
-    let s0 = |url: &str| spec(Provider::Anthropic, url, &[("azure-security", 4), ("zero-trust", 4)]);
+    let s0 = |url: &str| {
+        spec(
+            SynthesisProvider::Anthropic,
+            url,
+            &[("azure-security", 4), ("zero-trust", 4)],
+        )
+    };
     // The provider dies after two answered batches; the run fails.
     let (url, first) = serve(Log {
         fail_after: Some(2),
@@ -292,6 +300,7 @@ async fn a_crash_mid_run_resumes_without_regenerating_or_duplicating() {
     // The rerun asks only for the two missing batches.
     let (url2, second) = serve(Log {
         tokens_per_reply: 50,
+        first_example: 100,
         ..Default::default()
     })
     .await;
@@ -326,7 +335,7 @@ async fn malformed_model_output_is_rejected_with_a_reason() {
     .await;
     let cache = tempfile::tempdir().expect("tempdir");
     let items = synth::synthesize(
-        &spec(Provider::Ollama, &url, &[("osi-model", 6)]),
+        &spec(SynthesisProvider::Ollama, &url, &[("osi-model", 6)]),
         &[],
         cache.path(),
         None,
@@ -361,18 +370,19 @@ fn api_keys_are_redacted_and_read_from_a_secret_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir_all(dir.path().join("openai")).expect("mkdir");
     std::fs::write(dir.path().join("openai/key"), format!("{KEY}\n")).expect("write");
-    let r = fireweave_ai::dataset::spec::SecretKeyRef {
+    let r = fireweave_ai::api::SecretKeyRef {
         name: "openai".into(),
         key: "key".into(),
     };
-    let k = ApiKey::resolve(Provider::Openai, Some(&r), dir.path())
+    let k = ApiKey::resolve(SynthesisProvider::Openai, Some(&r), dir.path())
         .expect("reads")
         .expect("some");
     assert!(!format!("{k:?}").contains("sk-"));
-    let missing = fireweave_ai::dataset::spec::SecretKeyRef {
+    let missing = fireweave_ai::api::SecretKeyRef {
         name: "nope".into(),
         key: "key".into(),
     };
-    let err = ApiKey::resolve(Provider::Openai, Some(&missing), Path::new("/nonexistent")).expect_err("missing");
+    let err =
+        ApiKey::resolve(SynthesisProvider::Openai, Some(&missing), Path::new("/nonexistent")).expect_err("missing");
     assert!(err.to_string().contains("/nonexistent/nope/key"), "{err}");
 }

@@ -33,8 +33,8 @@ fn reference_greedy(path: &std::path::Path) -> (Vec<i32>, Vec<i32>) {
     ctx.decode(&mut batch).unwrap();
     let mut sampler = LlamaSampler::greedy();
     let mut out = Vec::new();
-    let mut pos = prompt.len() as i32;
-    for _ in 0..N {
+    let start = prompt.len() as i32;
+    for pos in start..start + N as i32 {
         let t = sampler.sample(&ctx, batch.n_tokens() - 1);
         if model.vocab().is_eog(t) {
             break;
@@ -42,7 +42,6 @@ fn reference_greedy(path: &std::path::Path) -> (Vec<i32>, Vec<i32>) {
         out.push(t.0);
         batch.clear();
         batch.add(t, pos, &[0], true).unwrap();
-        pos += 1;
         ctx.decode(&mut batch).unwrap();
     }
     (prompt.iter().map(|t| t.0).collect(), out)

@@ -45,6 +45,9 @@ pub struct DatasetSpec {
     #[serde(default = "default_tools")]
     #[schemars(schema_with = "free_form_object_list")]
     pub tools: Vec<serde_json::Value>,
+    /// Also write `train.openai.jsonl` and `eval.openai.jsonl` (OpenAI `messages` records) beside the ShareGPT files.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub openai_output: bool,
     /// `Retain` (default) keeps the dataset's files when this resource is deleted; `Delete` removes them.
     #[serde(default)]
     pub artifact_retention: ArtifactRetention,
@@ -100,7 +103,7 @@ pub enum SourceFormat {
 }
 
 /// Synthetic data generation through an LLM API.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Synthesis {
     /// API flavour: `openai`, `anthropic` or `ollama`.
@@ -116,9 +119,17 @@ pub struct Synthesis {
     /// Topics to generate and how many examples each.
     #[serde(default)]
     pub topics: Vec<SynthesisTopic>,
-    /// Rate limit the generator keeps to (tokens per minute).
+    /// Rate limit the generator keeps to (tokens per minute, prompt and completion together).
     #[serde(default = "default_tokens_per_minute")]
+    #[x_kube(validation = Rule::new("self > 0").message("tokensPerMinute must be positive"))]
     pub tokens_per_minute: u32,
+    /// Examples asked for in one request.
+    #[serde(default = "default_batch_size")]
+    #[x_kube(validation = Rule::new("self > 0").message("batchSize must be positive"))]
+    pub batch_size: u32,
+    /// Completion token limit of one request.
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens: u32,
 }
 
 /// LLM API flavours for synthesis.
@@ -152,23 +163,29 @@ pub struct Filters {
     #[x_kube(validation = Rule::new("self >= 0 && self <= 100").message("minQualityScore is a score from 0 to 100"))]
     pub min_quality_score: u32,
     /// Answers shorter than this many characters are rejected.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub min_answer_chars: Option<u32>,
+    #[serde(default = "default_min_answer_chars")]
+    pub min_answer_chars: u32,
     /// Reject answers containing placeholder text such as `TODO` or `[insert ...]`.
     #[serde(default = "yes")]
     pub reject_placeholders: bool,
     /// Duplicate removal.
     #[serde(default)]
     pub dedup: Dedup,
+    /// Records larger than this many bytes of JSON are rejected without being parsed, so one runaway line
+    /// cannot exhaust the worker's memory.
+    #[serde(default = "default_max_record_bytes")]
+    #[x_kube(validation = Rule::new("self > 0").message("maxRecordBytes must be positive"))]
+    pub max_record_bytes: u64,
 }
 
 impl Default for Filters {
     fn default() -> Self {
         Self {
             min_quality_score: default_min_quality_score(),
-            min_answer_chars: None,
+            min_answer_chars: default_min_answer_chars(),
             reject_placeholders: true,
             dedup: Dedup::default(),
+            max_record_bytes: default_max_record_bytes(),
         }
     }
 }
@@ -180,9 +197,11 @@ pub struct Dedup {
     /// Drop examples whose normalized text is identical.
     #[serde(default = "yes")]
     pub exact: bool,
-    /// Drop examples at least this similar (0-1) to one already kept.
+    /// Drop examples whose estimated similarity (Jaccard of word shingles, MinHash) to a better-scoring one is
+    /// at least this (0-1). `1.0` still catches copies that differ only in whitespace or punctuation; `0`
+    /// turns near-duplicate detection off.
     #[serde(default = "default_near_duplicate_threshold")]
-    #[x_kube(validation = Rule::new("self > 0.0 && self <= 1.0").message("nearDuplicateThreshold is a similarity in (0, 1]"))]
+    #[x_kube(validation = Rule::new("self >= 0.0 && self <= 1.0").message("nearDuplicateThreshold is a similarity in [0, 1] (0 turns it off)"))]
     pub near_duplicate_threshold: f64,
 }
 
@@ -321,37 +340,56 @@ fn default_split_seed() -> u64 {
 fn default_tokens_per_minute() -> u32 {
     30_000
 }
+fn default_batch_size() -> u32 {
+    5
+}
+fn default_max_tokens() -> u32 {
+    4096
+}
+fn default_min_answer_chars() -> u32 {
+    40
+}
+fn default_max_record_bytes() -> u64 {
+    1 << 20
+}
 
-/// FireWeave's three actions the seed project trains the model to call.
+/// FireWeave's three actions the seed project trains the model to call, as OpenAI function declarations with
+/// JSON schemas strict enough to reject a call with a wrong or missing argument.
 pub fn default_tools() -> Vec<serde_json::Value> {
-    let tool = |name: &str, description: &str, props: serde_json::Value, required: &[&str]| {
-        serde_json::json!({
-            "type": "function",
-            "function": {
-                "name": name,
-                "description": description,
-                "parameters": {"type": "object", "properties": props, "required": required},
-            }
-        })
-    };
+    let port =
+        serde_json::json!({"type": "integer", "minimum": 0, "maximum": 65535, "description": "Destination port"});
+    let protocol = serde_json::json!({"type": "string", "enum": ["tcp", "udp", "icmp", "any"]});
     vec![
-        tool(
-            "check_traffic_flow",
-            "Check if traffic is allowed between source and destination",
-            serde_json::json!({"source": {"type": "string"}, "destination": {"type": "string"}, "port": {"type": "integer"}}),
-            &["source", "destination", "port"],
-        ),
-        tool(
-            "create_firewall_rule",
-            "Create a new firewall rule",
-            serde_json::json!({"source": {"type": "string"}, "destination": {"type": "string"}, "action": {"type": "string"}}),
-            &["source", "destination", "action"],
-        ),
-        tool(
-            "run_compliance_scan",
-            "Run compliance scan against a framework",
-            serde_json::json!({"framework": {"type": "string"}, "firewall": {"type": "string"}}),
-            &["framework", "firewall"],
-        ),
+        serde_json::json!({"type": "function", "function": {
+            "name": "check_traffic_flow",
+            "description": "Check if traffic is allowed between source and destination",
+            "parameters": {"type": "object", "properties": {
+                "source": {"type": "string", "description": "Source IP address, CIDR or object name"},
+                "destination": {"type": "string", "description": "Destination IP address, CIDR or object name"},
+                "port": port,
+                "protocol": protocol
+            }, "required": ["source", "destination", "port"], "additionalProperties": false}
+        }}),
+        serde_json::json!({"type": "function", "function": {
+            "name": "create_firewall_rule",
+            "description": "Create a new firewall rule",
+            "parameters": {"type": "object", "properties": {
+                "source": {"type": "string"},
+                "destination": {"type": "string"},
+                "action": {"type": "string", "enum": ["allow", "deny", "drop"]},
+                "port": port,
+                "protocol": protocol,
+                "firewall": {"type": "string", "description": "Device or device group the rule is deployed to"},
+                "description": {"type": "string"}
+            }, "required": ["source", "destination", "action"], "additionalProperties": false}
+        }}),
+        serde_json::json!({"type": "function", "function": {
+            "name": "run_compliance_scan",
+            "description": "Run compliance scan against a framework",
+            "parameters": {"type": "object", "properties": {
+                "framework": {"type": "string", "enum": ["PCI-DSS", "SOC2", "NIST", "HIPAA"]},
+                "firewall": {"type": "string"}
+            }, "required": ["framework", "firewall"], "additionalProperties": false}
+        }}),
     ]
 }

@@ -9,6 +9,7 @@ pub mod crdgen;
 pub mod dataset;
 pub mod model_serving;
 pub mod training_run;
+pub mod validate;
 
 pub use common::*;
 pub use conditions::*;

@@ -109,7 +109,8 @@ pub struct Modelfile {
     /// System prompt. Defaults to the FireWeave network-security expert prompt.
     #[serde(default = "default_system")]
     pub system: String,
-    /// Ollama (Go text/template) prompt template. Defaults to the Llama 3.1 chat template with tool calling.
+    /// Ollama (Go text/template) prompt template, for `engine: ollama`; defaults to the Llama 3.1 chat template
+    /// with tool calling. The built-in server ignores it and renders the GGUF's own Jinja chat template.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
     /// Sampling parameters.

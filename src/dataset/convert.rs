@@ -3,7 +3,7 @@
 
 use super::load::{Conversation, SourceOptions};
 use super::reason::{Reason, Rejection};
-use super::spec::InputFormat;
+use crate::api::dataset::SourceFormat;
 use crate::chat::{Message, Role, ToolCall};
 use serde_json::{Map, Value};
 
@@ -20,7 +20,7 @@ pub fn convert(value: Value, opts: &SourceOptions) -> Result<Conversation, Rejec
         }
     };
     let format = match opts.format {
-        InputFormat::Auto => detect(&obj)?,
+        SourceFormat::Auto => detect(&obj)?,
         f => f,
     };
     let id = match obj.remove("id") {
@@ -34,9 +34,9 @@ pub fn convert(value: Value, opts: &SourceOptions) -> Result<Conversation, Rejec
     };
     let tools = tools_of(obj.remove("tools"))?;
     let messages = match format {
-        InputFormat::Qa => qa_messages(&mut obj)?,
-        InputFormat::Sharegpt => sharegpt_messages(&mut obj)?,
-        InputFormat::Openai | InputFormat::Auto => openai_messages(&mut obj)?,
+        SourceFormat::Qa => qa_messages(&mut obj)?,
+        SourceFormat::Sharegpt => sharegpt_messages(&mut obj)?,
+        SourceFormat::Openai | SourceFormat::Auto => openai_messages(&mut obj)?,
     };
     Ok(Conversation {
         id,
@@ -46,13 +46,13 @@ pub fn convert(value: Value, opts: &SourceOptions) -> Result<Conversation, Rejec
     })
 }
 
-fn detect(obj: &Map<String, Value>) -> Result<InputFormat, Rejection> {
+fn detect(obj: &Map<String, Value>) -> Result<SourceFormat, Rejection> {
     if obj.contains_key("conversations") {
-        Ok(InputFormat::Sharegpt)
+        Ok(SourceFormat::Sharegpt)
     } else if obj.contains_key("messages") {
-        Ok(InputFormat::Openai)
+        Ok(SourceFormat::Openai)
     } else if obj.contains_key("question") || obj.contains_key("answer") {
-        Ok(InputFormat::Qa)
+        Ok(SourceFormat::Qa)
     } else {
         let keys: Vec<&str> = obj.keys().map(String::as_str).take(8).collect();
         Err(Rejection::new(

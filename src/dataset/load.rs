@@ -4,9 +4,9 @@
 //! A record that cannot be read is not an error of the run: it becomes an [`Item`] carrying its rejection,
 //! so it is counted, reported in rejected.jsonl and never silently lost. Only an unreadable path is an error.
 
-use super::reason::{Reason, Rejection};
 pub use super::convert::convert;
-use super::spec::InputFormat;
+use super::reason::{Reason, Rejection};
+use crate::api::dataset::SourceFormat;
 use crate::chat::Message;
 use rayon::prelude::*;
 use serde_json::Value;
@@ -55,7 +55,7 @@ pub struct Item {
 /// How to read one source.
 #[derive(Clone, Debug)]
 pub struct SourceOptions {
-    pub format: InputFormat,
+    pub format: SourceFormat,
     pub topic: Option<String>,
     pub max_record_bytes: usize,
 }
@@ -115,9 +115,12 @@ pub fn parse_bytes(bytes: &[u8], file: &str, opts: &SourceOptions) -> Vec<Item> 
     let file: Arc<str> = Arc::from(file);
     let body_start = skip_ws_bom(bytes, 0);
     let is_json_ext = file.ends_with(".json");
+    // In JSON Lines every line is one record, even a line holding an array; only other files are read as
+    // one JSON document (an array of records or a single object).
+    let is_lines_ext = file.ends_with(".jsonl") || file.ends_with(".ndjson");
     let pieces: Vec<Piece> = match bytes.get(body_start) {
         None => Vec::new(),
-        Some(b'[') => split_array(bytes, body_start),
+        Some(b'[') if !is_lines_ext => split_array(bytes, body_start),
         Some(b'{') if is_json_ext && single_object(bytes, body_start) => {
             vec![Piece {
                 start: body_start,
@@ -173,7 +176,12 @@ fn parse_record(raw: &[u8], opts: &SourceOptions) -> Result<Conversation, Reject
         let what = if e.is_eof() { "truncated JSON" } else { "invalid JSON" };
         Rejection::new(Reason::MalformedJson, format!("{what}: {e}")).with_raw(text)
     })?;
-    convert(value, opts)
+    // `convert` takes the record apart; on the (rare) failure path it is parsed again so that rejected.jsonl
+    // keeps it whole, without a copy of every good record.
+    convert(value, opts).map_err(|r| match serde_json::from_str(text) {
+        Ok(record) => r.with_record(record),
+        Err(_) => r,
+    })
 }
 
 /// Byte range of one record in a file; `error` when the range could not be delimited.
@@ -361,7 +369,7 @@ mod tests {
 
     fn opts() -> SourceOptions {
         SourceOptions {
-            format: InputFormat::Auto,
+            format: SourceFormat::Auto,
             topic: Some("t".into()),
             max_record_bytes: 1 << 20,
         }

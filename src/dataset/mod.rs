@@ -14,11 +14,13 @@ pub mod spec;
 pub mod synth;
 pub mod validate;
 
+use crate::api::Dataset;
+use crate::api::dataset::{DatasetSource, SourceFormat, default_tools};
 use curate::{Config, InvariantError, Stats};
 use load::{Item, LoadError, SourceOptions};
 use output::OutputError;
 use serde::Serialize;
-use spec::{DatasetResource, InputFormat, SpecError};
+use spec::SpecError;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -87,13 +89,13 @@ pub enum FormatArg {
     Openai,
 }
 
-impl From<FormatArg> for InputFormat {
+impl From<FormatArg> for SourceFormat {
     fn from(f: FormatArg) -> Self {
         match f {
-            FormatArg::Auto => InputFormat::Auto,
-            FormatArg::Qa => InputFormat::Qa,
-            FormatArg::Sharegpt => InputFormat::Sharegpt,
-            FormatArg::Openai => InputFormat::Openai,
+            FormatArg::Auto => SourceFormat::Auto,
+            FormatArg::Qa => SourceFormat::Qa,
+            FormatArg::Sharegpt => SourceFormat::Sharegpt,
+            FormatArg::Openai => SourceFormat::Openai,
         }
     }
 }
@@ -114,7 +116,7 @@ pub struct Artifact {
 
 /// Where and how one run writes.
 struct Plan {
-    resource: DatasetResource,
+    resource: Dataset,
     /// Resolved input files with their options.
     inputs: Vec<(PathBuf, SourceOptions)>,
     /// Folder that receives `<digest>/`.
@@ -127,9 +129,13 @@ pub fn run(args: Args) -> Result<RunResult, DatasetError> {
     let plan = plan(&args)?;
     let started = Instant::now();
     let spec = &plan.resource.spec;
-    let tools = spec.effective_tools();
+    let tools = if spec.tools.is_empty() {
+        default_tools()
+    } else {
+        spec.tools.clone()
+    };
     let mut items: Vec<Item> = Vec::new();
-    let bar = progress(plan.inputs.len() as u64, "loading");
+    let bar = crate::telemetry::bar(plan.inputs.len() as u64, "dataset");
     for (path, opts) in &plan.inputs {
         bar.set_message(path.display().to_string());
         let loaded = load::load_file(path, opts)?;
@@ -146,17 +152,17 @@ pub fn run(args: Args) -> Result<RunResult, DatasetError> {
     }
     let cfg = Config {
         rules: validate::Rules {
-            min_answer_chars: spec.filters.min_answer_chars,
+            min_answer_chars: spec.filters.min_answer_chars as usize,
             reject_placeholders: spec.filters.reject_placeholders,
             tools: tools.clone(),
         },
-        min_score: spec.filters.min_quality_score,
+        min_score: spec.filters.min_quality_score.min(100) as u8,
         exact: spec.filters.dedup.exact,
         near: spec.filters.dedup.near_duplicate_threshold,
         eval_fraction: spec.split.eval_fraction,
         seed: spec.split.seed,
     };
-    let spinner = progress(0, "validating, scoring, deduplicating");
+    let spinner = crate::telemetry::bar(0, "dataset");
     let outcome = curate::curate(&items, &cfg)?;
     spinner.finish_and_clear();
     let written = output::write(
@@ -180,14 +186,21 @@ pub fn run(args: Args) -> Result<RunResult, DatasetError> {
         input = s.input, kept = s.kept, rejected = s.rejected, duplicates = s.duplicates, train = s.train,
         eval = s.eval, seconds = started.elapsed().as_secs_f64(), dir = %written.dir.display(), "dataset written"
     );
-    let result = RunResult {
+    Ok(RunResult {
         artifact: Artifact {
             uri,
-            digest: written.digest,
+            // The folder is named by the hex digest; status and the trainer's contract use `sha256:<hex>`.
+            digest: format!("sha256:{}", written.digest),
         },
         stats: outcome.stats,
-    };
-    report(&result, &args.termination_log);
+    })
+}
+
+/// The worker as a Job runs it: [`run`], then the result as the last stdout line and in the termination log.
+pub fn main(args: Args) -> Result<RunResult, DatasetError> {
+    let termination_log = args.termination_log.clone();
+    let result = run(args)?;
+    report(&result, &termination_log);
     Ok(result)
 }
 
@@ -197,32 +210,43 @@ fn secret_dir() -> PathBuf {
 
 fn plan(args: &Args) -> Result<Plan, DatasetError> {
     let (mut resource, base_dir, parent, root) = if let Some(spec_path) = &args.spec {
-        let resource = DatasetResource::load(spec_path)?;
+        let resource = spec::load(spec_path)?;
         let base = spec_path.parent().map(Path::to_path_buf).unwrap_or_default();
         let parent = args
             .artifacts
             .join("datasets")
-            .join(&resource.metadata.namespace)
-            .join(&resource.metadata.name);
+            .join(resource.metadata.namespace.as_deref().unwrap_or("default"))
+            .join(resource.metadata.name.as_deref().unwrap_or("dataset"));
         (resource, base, parent, args.artifacts.clone())
     } else if let (false, Some(out)) = (args.input.is_empty(), &args.out) {
-        let mut resource = DatasetResource::default();
-        resource.spec.sources = args
+        let sources = args
             .input
             .iter()
-            .map(|p| spec::Source {
-                path: Some(p.clone()),
+            .map(|p| DatasetSource {
+                path: Some(p.display().to_string()),
                 format: args.format.into(),
                 ..Default::default()
             })
             .collect();
+        let resource = Dataset::new(
+            "dataset",
+            crate::api::DatasetSpec {
+                sources,
+                synthesis: None,
+                filters: Default::default(),
+                split: Default::default(),
+                tools: default_tools(),
+                openai_output: false,
+                artifact_retention: Default::default(),
+            },
+        );
         (resource, PathBuf::from("."), out.clone(), out.clone())
     } else {
         return Err(DatasetError::Usage);
     };
     let spec = &mut resource.spec;
     if let Some(v) = args.min_score {
-        spec.filters.min_quality_score = v;
+        spec.filters.min_quality_score = v.into();
     }
     if let Some(v) = args.near_threshold {
         spec.filters.dedup.near_duplicate_threshold = v;
@@ -234,7 +258,7 @@ fn plan(args: &Args) -> Result<Plan, DatasetError> {
         spec.split.seed = v;
     }
     let label = args.spec.as_deref().unwrap_or(Path::new("--input"));
-    spec.check().map_err(|message| SpecError::Invalid {
+    spec::check(spec).map_err(|message| SpecError::Invalid {
         path: label.into(),
         message,
     })?;
@@ -243,7 +267,7 @@ fn plan(args: &Args) -> Result<Plan, DatasetError> {
         let opts = SourceOptions {
             format: src.format,
             topic: src.topic.clone(),
-            max_record_bytes: spec.filters.max_record_bytes,
+            max_record_bytes: usize::try_from(spec.filters.max_record_bytes).unwrap_or(usize::MAX),
         };
         for file in sources::resolve(src, &base_dir, &root)? {
             inputs.push((file, opts.clone()));
@@ -273,22 +297,4 @@ fn report(result: &RunResult, termination_log: &Path) {
         }
     }
     println!("{line}");
-}
-
-fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
-    let bar = if len == 0 {
-        indicatif::ProgressBar::new_spinner()
-    } else {
-        indicatif::ProgressBar::new(len)
-    };
-    // indicatif draws nothing when stderr is not a terminal (cluster logs stay clean).
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {pos}/{len} {wide_msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar.set_prefix(what.to_string());
-    if len == 0 {
-        bar.enable_steady_tick(std::time::Duration::from_millis(120));
-    }
-    bar
 }

@@ -144,7 +144,15 @@ fn rejected_line(items: &[Item], i: usize, fate: &Fate, score: Option<&Score>) -
             o.insert("reason".into(), r.reason.as_str().into());
             o.insert("detail".into(), r.detail.clone().into());
             if let Some(raw) = &r.raw {
-                o.insert("raw".into(), raw.clone().into());
+                o.insert("raw".into(), raw.to_string().into());
+            }
+            if let Some(record) = &r.record {
+                for key in ["id", "topic"] {
+                    if let Some(v) = record.get(key) {
+                        o.insert(key.into(), v.clone());
+                    }
+                }
+                o.insert("record".into(), (**record).clone());
             }
         }
         Fate::Duplicate {

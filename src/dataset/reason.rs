@@ -53,8 +53,11 @@ impl Reason {
 pub struct Rejection {
     pub reason: Reason,
     pub detail: String,
-    /// The start of the raw text when the record could not be parsed, so rejected.jsonl still shows it.
-    pub raw: Option<String>,
+    /// The raw text when the record is not JSON (up to 64 KiB; the source file and line point at the rest).
+    pub raw: Option<Box<str>>,
+    /// The record itself when it is JSON but not a conversation, so rejected.jsonl keeps it whole. Boxed,
+    /// like `raw`: a rejection travels through every `Result` of the record path and should stay small.
+    pub record: Option<Box<serde_json::Value>>,
 }
 
 impl Rejection {
@@ -63,16 +66,22 @@ impl Rejection {
             reason,
             detail: detail.into(),
             raw: None,
+            record: None,
         }
     }
 
+    pub fn with_record(mut self, record: serde_json::Value) -> Self {
+        self.record = Some(Box::new(record));
+        self
+    }
+
     pub fn with_raw(mut self, raw: &str) -> Self {
-        const KEEP: usize = 240;
+        const KEEP: usize = 64 << 10;
         let cut = (0..=KEEP.min(raw.len()))
             .rev()
             .find(|&i| raw.is_char_boundary(i))
             .unwrap_or(0);
-        self.raw = Some(raw[..cut].to_string());
+        self.raw = Some(raw[..cut].into());
         self
     }
 }

@@ -482,7 +482,7 @@ mod tests {
     #[test]
     fn technical_depth_counts_distinct_terms() {
         assert_eq!(score_text("The cat sat on the mat.", 0, false).technical_depth, 0.0);
-        let s = score_text("The firewall NAT rule and the firewall ACL for TCP.", 0, false);
+        let s = score_text("The firewall NAT and the firewall ACL for TCP.", 0, false);
         assert_eq!(s.technical_depth, 4.0 * 2.5);
         let all = "firewall nat acl tcp udp bgp ospf vlan vpc subnet cidr tls ipsec vpn zone dns";
         assert_eq!(score_text(all, 0, false).technical_depth, DEPTH_MAX);

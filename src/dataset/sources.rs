@@ -2,7 +2,7 @@
 //! cluster), a ConfigMap mounted by the operator, or a URL downloaded once and checked against its sha256.
 
 use super::load::{self, LoadError};
-use super::spec::Source;
+use crate::api::dataset::DatasetSource;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
@@ -11,7 +11,7 @@ pub enum SourceError {
     #[error("source path {path} does not exist (looked relative to the manifest and to the artifact root)")]
     Missing { path: PathBuf },
     #[error(
-        "configMap source {name}: {path} is not mounted (the operator mounts ConfigMaps under $FIREWEAVE_CONFIGMAPS)"
+        "configMap source {name}: {path} is not mounted (the operator mounts ConfigMaps under $FIREWEAVE_CONFIGMAP_DIR)"
     )]
     ConfigMap { name: String, path: PathBuf },
     #[error("download of {url} failed: {message}")]
@@ -26,22 +26,24 @@ pub enum SourceError {
     Load(#[from] LoadError),
 }
 
-pub fn resolve(src: &Source, manifest_dir: &Path, artifacts: &Path) -> Result<Vec<PathBuf>, SourceError> {
+pub fn resolve(src: &DatasetSource, manifest_dir: &Path, artifacts: &Path) -> Result<Vec<PathBuf>, SourceError> {
     if let Some(p) = &src.path {
+        let p = Path::new(p);
         let candidates = if p.is_absolute() {
-            vec![p.clone()]
+            vec![p.to_path_buf()]
         } else {
-            vec![manifest_dir.join(p), artifacts.join(p), p.clone()]
+            vec![manifest_dir.join(p), artifacts.join(p), p.to_path_buf()]
         };
         let found = candidates
             .into_iter()
             .find(|c| c.exists())
-            .ok_or_else(|| SourceError::Missing { path: p.clone() })?;
+            .ok_or_else(|| SourceError::Missing { path: p.into() })?;
         return Ok(load::expand(&found)?);
     }
     if let Some(cm) = &src.config_map {
-        let root = std::env::var_os("FIREWEAVE_CONFIGMAPS")
-            .map_or_else(|| PathBuf::from("/etc/fireweave/configmaps"), PathBuf::from)
+        // The operator's dataset Job mounts each ConfigMap at `$FIREWEAVE_CONFIGMAP_DIR/<name>/`.
+        let root = std::env::var_os("FIREWEAVE_CONFIGMAP_DIR")
+            .map_or_else(|| PathBuf::from("/etc/fireweave-sources"), PathBuf::from)
             .join(&cm.name);
         let path = match &cm.key {
             Some(k) => root.join(k),

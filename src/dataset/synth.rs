@@ -12,7 +12,7 @@ pub use limiter::TokenBudget;
 
 use super::load::{self, Item, Origin, SourceOptions};
 use super::reason::{Reason, Rejection};
-use super::spec::{InputFormat, Provider, SynthesisSpec, SynthesisTopic};
+use crate::api::dataset::{SourceFormat, Synthesis, SynthesisProvider, SynthesisTopic};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -22,14 +22,17 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum SynthError {
     #[error("synthesis: no API key for {provider:?}; set {env} or synthesis.apiKeySecretRef")]
-    NoKey { provider: Provider, env: &'static str },
+    NoKey {
+        provider: SynthesisProvider,
+        env: &'static str,
+    },
     #[error("synthesis: cannot read the API key secret {path}: {source}")]
     KeyFile { path: PathBuf, source: std::io::Error },
     #[error(
         "synthesis: {provider:?} request for topic {topic} batch {batch} failed after {attempts} attempts: {message}"
     )]
     Request {
-        provider: Provider,
+        provider: SynthesisProvider,
         topic: String,
         batch: usize,
         attempts: u32,
@@ -62,7 +65,7 @@ impl Default for Tuning {
 }
 
 /// Blocking entry point for the pipeline.
-pub fn run(spec: &SynthesisSpec, tools: &[Value], cache: &Path, secrets: &Path) -> Result<Vec<Item>, SynthError> {
+pub fn run(spec: &Synthesis, tools: &[Value], cache: &Path, secrets: &Path) -> Result<Vec<Item>, SynthError> {
     let key = ApiKey::resolve(spec.provider, spec.api_key_secret_ref.as_ref(), secrets)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -72,7 +75,7 @@ pub fn run(spec: &SynthesisSpec, tools: &[Value], cache: &Path, secrets: &Path) 
 }
 
 pub async fn synthesize(
-    spec: &SynthesisSpec,
+    spec: &Synthesis,
     tools: &[Value],
     cache: &Path,
     key: Option<ApiKey>,
@@ -111,11 +114,15 @@ pub async fn synthesize(
 }
 
 /// Batches made under other settings (model, instructions, size) are not reused.
-fn batch_stem(spec: &SynthesisSpec, topic: &SynthesisTopic) -> String {
+fn batch_stem(spec: &Synthesis, topic: &SynthesisTopic) -> String {
     let mut h = Sha256::new();
     h.update(format!(
         "{:?}\0{}\0{}\0{}\0{}",
-        spec.provider, spec.model, topic.instructions, spec.batch_size, topic.count
+        spec.provider,
+        spec.model,
+        topic.instructions.as_deref().unwrap_or_default(),
+        spec.batch_size,
+        topic.count
     ));
     hex::encode(&h.finalize()[..6])
 }
@@ -158,7 +165,8 @@ fn prompt(topic: &SynthesisTopic, n: u32, tools: &[Value]) -> (String, String) {
     };
     let user = format!(
         "Topic: {}\n{}\nWrite {n} distinct examples. {shape}\nReturn {{\"examples\": [ ... ]}}.",
-        topic.name, topic.instructions
+        topic.name,
+        topic.instructions.as_deref().unwrap_or_default()
     );
     (system, user)
 }
@@ -195,24 +203,29 @@ fn save_batch(path: &Path, text: &str, topic: &str) -> Result<(), SynthError> {
     std::fs::rename(&tmp, path).map_err(cache_err)
 }
 
-/// The examples in a model's answer: `{"examples":[…]}`, a bare array, or either inside a ```json fence.
+/// The examples in a model's answer: `{"examples":[…]}`, a bare array, or either inside a ```json fence, with
+/// or without prose around it. Answers themselves contain ``` fences (inside JSON strings), so a fence is only
+/// stripped when the whole answer is one; otherwise the outermost JSON value is taken.
 pub fn extract_examples(text: &str) -> Result<Vec<Value>, String> {
     let t = text.trim();
-    let body = match t.find("```") {
-        Some(s) => {
-            let after = &t[s + 3..];
-            let after = after.split_once('\n').map_or(after, |(_, rest)| rest);
-            after.split("```").next().unwrap_or(after)
+    let v: Value = match serde_json::from_str(t) {
+        Ok(v) => v,
+        Err(_) => {
+            let body = match t.strip_prefix("```") {
+                Some(after) => {
+                    let after = after.split_once('\n').map_or(after, |(_, rest)| rest);
+                    after.rfind("```").map_or(after, |end| &after[..end])
+                }
+                None => t,
+            };
+            let start = body.find(['{', '[']).ok_or("the answer contains no JSON")?;
+            let end = body.rfind(['}', ']']).ok_or("the answer contains no JSON")?;
+            if end < start {
+                return Err("the answer contains no JSON".into());
+            }
+            serde_json::from_str(&body[start..=end]).map_err(|e| format!("the answer is not valid JSON: {e}"))?
         }
-        None => t,
     };
-    let start = body.find(['{', '[']).ok_or("the answer contains no JSON")?;
-    let end = body.rfind(['}', ']']).ok_or("the answer contains no JSON")?;
-    if end < start {
-        return Err("the answer contains no JSON".into());
-    }
-    let v: Value =
-        serde_json::from_str(&body[start..=end]).map_err(|e| format!("the answer is not valid JSON: {e}"))?;
     let list = match v {
         Value::Array(a) => a,
         Value::Object(mut o) => match o.remove("examples") {
@@ -234,7 +247,7 @@ fn read_batch(path: &Path, topic: &str) -> Result<Vec<Item>, SynthError> {
     })?;
     let file: Arc<str> = Arc::from(path.display().to_string());
     let opts = SourceOptions {
-        format: InputFormat::Auto,
+        format: SourceFormat::Auto,
         topic: Some(topic.into()),
         max_record_bytes: usize::MAX,
     };
@@ -263,4 +276,29 @@ fn read_batch(path: &Path, topic: &str) -> Result<Vec<Item>, SynthError> {
         items.push(Item { origin, parsed });
     }
     Ok(items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::extract_examples;
+
+    #[test]
+    fn examples_are_found_with_fences_inside_answers_around_or_absent() {
+        let inner = r#"{"examples": [{"question": "q", "answer": "run:\n```\nshow run\n```\ndone"}, {"question": "q2", "answer": "a"}]}"#;
+        assert_eq!(extract_examples(inner).map(|v| v.len()), Ok(2));
+        assert_eq!(
+            extract_examples(&format!("```json\n{inner}\n```")).map(|v| v.len()),
+            Ok(2)
+        );
+        assert_eq!(
+            extract_examples(&format!("Here you go:\n{inner}\nEnjoy.")).map(|v| v.len()),
+            Ok(2)
+        );
+        assert_eq!(
+            extract_examples(r#"[{"question": "q", "answer": "a"}]"#).map(|v| v.len()),
+            Ok(1)
+        );
+        assert!(extract_examples("I cannot help with that.").is_err());
+        assert!(extract_examples(r#"{"examples": []}"#).is_err());
+    }
 }

@@ -21,7 +21,9 @@ pub fn validate(conv: &Conversation, rules: &Rules) -> Result<(), Rejection> {
     check_order(&conv.messages)?;
     for (i, m) in conv.messages.iter().enumerate() {
         let empty = m.content.trim().is_empty();
-        if empty && !(m.role == Role::Assistant && !m.tool_calls.is_empty()) {
+        // An assistant turn that only calls tools may have no text.
+        let tool_call_only = m.role == Role::Assistant && !m.tool_calls.is_empty();
+        if empty && !tool_call_only {
             return Err(Rejection::new(
                 Reason::EmptyField,
                 format!("message {i} ({}) is empty", m.role.as_str()),
@@ -248,27 +250,27 @@ pub fn check_schema(v: &Value, schema: &Value, path: &str) -> Result<(), String>
             return Err(format!("{path}: expected {}, got {}", types.join(" or "), short(v)));
         }
     }
-    if let Some(Value::Array(allowed)) = s.get("enum") {
-        if !allowed.contains(v) {
-            let list: Vec<String> = allowed.iter().map(Value::to_string).collect();
-            return Err(format!("{path}: {} is not one of {}", short(v), list.join(", ")));
-        }
+    if let Some(Value::Array(allowed)) = s.get("enum")
+        && !allowed.contains(v)
+    {
+        let list: Vec<String> = allowed.iter().map(Value::to_string).collect();
+        return Err(format!("{path}: {} is not one of {}", short(v), list.join(", ")));
     }
-    if let Some(c) = s.get("const") {
-        if c != v {
-            return Err(format!("{path}: must be {c}"));
-        }
+    if let Some(c) = s.get("const")
+        && c != v
+    {
+        return Err(format!("{path}: must be {c}"));
     }
     if let Some(x) = v.as_f64() {
-        if let Some(min) = s.get("minimum").and_then(Value::as_f64) {
-            if x < min {
-                return Err(format!("{path}: {x} is below the minimum {min}"));
-            }
+        if let Some(min) = s.get("minimum").and_then(Value::as_f64)
+            && x < min
+        {
+            return Err(format!("{path}: {x} is below the minimum {min}"));
         }
-        if let Some(max) = s.get("maximum").and_then(Value::as_f64) {
-            if x > max {
-                return Err(format!("{path}: {x} is above the maximum {max}"));
-            }
+        if let Some(max) = s.get("maximum").and_then(Value::as_f64)
+            && x > max
+        {
+            return Err(format!("{path}: {x} is above the maximum {max}"));
         }
     }
     if let Value::String(text) = v {
@@ -349,8 +351,8 @@ fn short(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::dataset::default_tools;
     use crate::chat::ToolCall;
-    use crate::dataset::spec::fireweave_tools;
     use serde_json::json;
 
     const ANSWER: &str =
@@ -360,7 +362,7 @@ mod tests {
         Rules {
             min_answer_chars: 40,
             reject_placeholders: true,
-            tools: fireweave_tools(),
+            tools: default_tools(),
         }
     }
 

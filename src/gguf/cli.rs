@@ -1,7 +1,9 @@
 //! `fireweave-ai quantize` and `fireweave-ai gguf inspect`.
 
-use super::convert::{Request, convert, elapsed_s, total_values};
+use super::convert::{OutputSummary, Request, convert, elapsed_s, total_values};
 use super::{GgufError, MappedGguf, Mix};
+use crate::api::Quantization;
+use crate::api::training_run::{GgufArtifact, QuantizeResult};
 use crate::hf::Checkpoint;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -74,11 +76,11 @@ struct Job {
     name: String,
     out_dir: PathBuf,
     types: Vec<Mix>,
-    uri_base: Option<(PathBuf, String)>,
 }
 
-/// The quantize step of a TrainingRun: where its merged model is and what to produce.
-fn job_from_spec(spec_path: &Path, artifacts: &Path) -> Result<Job, GgufError> {
+/// The quantize step of a TrainingRun: where its merged model is and what to produce. Returns the job and
+/// the output folder relative to the artifact root (what status URIs are relative to).
+fn job_from_spec(spec_path: &Path, artifacts: &Path) -> Result<(Job, PathBuf), GgufError> {
     let bad = |message: String| GgufError::Spec {
         path: spec_path.to_owned(),
         message,
@@ -110,46 +112,98 @@ fn job_from_spec(spec_path: &Path, artifacts: &Path) -> Result<Job, GgufError> {
             .collect::<Result<_, _>>()?,
     };
     let run = PathBuf::from("runs").join(ns).join(name);
-    Ok(Job {
+    let job = Job {
         model: artifacts.join(&run).join("merged"),
         name: name.to_owned(),
         out_dir: artifacts.join(&run).join("gguf"),
         types,
-        uri_base: Some((artifacts.to_owned(), run.join("gguf").to_string_lossy().into_owned())),
-    })
+    };
+    Ok((job, run.join("gguf")))
+}
+
+/// The quantize step as the TrainingRun Job (and the local pipeline) runs it: the GGUF files named in
+/// `spec.export.gguf`, with URIs relative to the artifact root as the operator expects them.
+pub fn quantize_training_run(spec: &Path, artifacts: &Path) -> Result<QuantizeResult, GgufError> {
+    let (job, rel) = job_from_spec(spec, artifacts)?;
+    let (summaries, _) = run_job(&job)?;
+    let gguf = summaries
+        .iter()
+        .map(|s| {
+            let file = s
+                .path
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let quantization = Quantization::ALL
+                .into_iter()
+                .find(|q| q.as_str() == s.quantization)
+                .ok_or_else(|| GgufError::Spec {
+                    path: spec.to_owned(),
+                    message: format!("{} is not a quantization a ModelServing can serve", s.quantization),
+                })?;
+            Ok(GgufArtifact {
+                quantization,
+                uri: rel.join(file).to_string_lossy().into_owned(),
+                digest: format!("sha256:{}", s.sha256),
+                size_bytes: s.size_bytes,
+            })
+        })
+        .collect::<Result<_, GgufError>>()?;
+    Ok(QuantizeResult { gguf })
 }
 
 pub fn quantize(args: QuantizeArgs) -> anyhow::Result<()> {
     if let Some(n) = args.threads {
         rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
     }
-    let job = match &args.spec {
-        Some(spec) => job_from_spec(spec, &args.artifacts)?,
-        None => {
-            let model = args
-                .model
-                .clone()
-                .ok_or_else(|| anyhow::anyhow!("--model is required without --spec"))?;
-            let name = match &args.name {
-                Some(n) => n.clone(),
-                None => model
-                    .canonicalize()
-                    .ok()
-                    .and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
-                    .unwrap_or_else(|| "model".into()),
-            };
-            if args.types.is_empty() {
-                anyhow::bail!("give at least one --type (F32, F16, BF16, Q8_0, Q4_K_M, Q5_K_M)");
-            }
-            Job {
-                model,
-                name,
-                out_dir: args.out_dir.clone(),
-                types: args.types.clone(),
-                uri_base: None,
-            }
+    if let Some(spec) = &args.spec {
+        let result = serde_json::to_string(&quantize_training_run(spec, &args.artifacts)?)?;
+        if Path::new("/dev/termination-log").exists() {
+            // Best effort: the result also goes to stdout, which the operator reads when this fails.
+            let _ = std::fs::write("/dev/termination-log", &result);
         }
+        println!("{result}");
+        return Ok(());
+    }
+    let model = args
+        .model
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("--model is required without --spec"))?;
+    let name = match &args.name {
+        Some(n) => n.clone(),
+        None => model
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "model".into()),
     };
+    if args.types.is_empty() {
+        anyhow::bail!("give at least one --type (F32, F16, BF16, Q8_0, Q4_K_M, Q5_K_M)");
+    }
+    let job = Job {
+        model,
+        name,
+        out_dir: args.out_dir.clone(),
+        types: args.types.clone(),
+    };
+    let (summaries, seconds) = run_job(&job)?;
+    for s in &summaries {
+        println!(
+            "{}  {}  ({} bytes, {})",
+            s.sha256,
+            s.path.display(),
+            s.size_bytes,
+            s.quantization
+        );
+    }
+    if args.json {
+        println!("{}", serde_json::json!({ "files": summaries, "seconds": seconds }));
+    }
+    Ok(())
+}
+
+/// Converts once, writing every requested type; returns the outputs and the seconds it took.
+fn run_job(job: &Job) -> Result<(Vec<OutputSummary>, f64), GgufError> {
     let mut types = job.types.clone();
     types.dedup();
     std::fs::create_dir_all(&job.out_dir).map_err(|source| GgufError::Io {
@@ -165,16 +219,9 @@ pub fn quantize(args: QuantizeArgs) -> anyhow::Result<()> {
             path: job.out_dir.join(format!("{}-{}.gguf", job.name, mix.name())),
         })
         .collect();
-    let bar = if std::io::stderr().is_terminal() {
-        let b = indicatif::ProgressBar::new(total_values(&ckpt));
-        b.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {percent:>3}% {human_pos}/{human_len} values, eta {eta}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        Some(b)
-    } else {
-        None
-    };
+    let bar = std::io::stderr()
+        .is_terminal()
+        .then(|| crate::telemetry::bar(total_values(&ckpt), "quantize"));
     let summaries = convert(&ckpt, &job.name, &requests, &|n| {
         if let Some(b) = &bar {
             b.inc(n);
@@ -183,40 +230,10 @@ pub fn quantize(args: QuantizeArgs) -> anyhow::Result<()> {
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    let seconds = elapsed_s(start);
     for s in &summaries {
-        println!(
-            "{}  {}  ({} bytes, {})",
-            s.sha256,
-            s.path.display(),
-            s.size_bytes,
-            s.quantization
-        );
-        tracing::info!(file = %s.path.display(), sha256 = %s.sha256, bytes = s.size_bytes, "wrote GGUF");
+        tracing::info!(file = %s.path.display(), sha256 = %s.sha256, bytes = s.size_bytes, quantization = %s.quantization, "wrote GGUF");
     }
-    if let Some((root, rel)) = &job.uri_base {
-        let gguf: Vec<serde_json::Value> = summaries
-            .iter()
-            .map(|s| {
-                let file = s
-                    .path
-                    .file_name()
-                    .map(|f| f.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                serde_json::json!({"quantization": s.quantization, "uri": format!("{}/{rel}/{file}", root.display()),
-                                   "digest": format!("sha256:{}", s.sha256), "sizeBytes": s.size_bytes})
-            })
-            .collect();
-        let result = serde_json::json!({ "gguf": gguf }).to_string();
-        if Path::new("/dev/termination-log").exists() {
-            // Best effort: the result also goes to stdout, which the operator reads when this fails.
-            let _ = std::fs::write("/dev/termination-log", &result);
-        }
-        println!("{result}");
-    } else if args.json {
-        println!("{}", serde_json::json!({ "files": summaries, "seconds": seconds }));
-    }
-    Ok(())
+    Ok((summaries, elapsed_s(start)))
 }
 
 pub fn gguf(args: GgufArgs) -> anyhow::Result<()> {

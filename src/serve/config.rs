@@ -122,59 +122,45 @@ pub fn load_config_file(path: &Path) -> Result<Vec<ModelConfig>, ConfigError> {
         .collect())
 }
 
-/// Reads a ModelServing CR (YAML or JSON, the operator's spec.json) with a `model.gguf` source. Relative
-/// paths resolve against `artifacts`.
+/// Reads a ModelServing CR (YAML or JSON, the operator's spec.json) with a `model.gguf` source, through the
+/// CRD's own type so its defaults (the FireWeave system prompt, the seed's sampling parameters) apply exactly
+/// as they do in a cluster. Relative paths resolve against `artifacts`.
 pub fn load_spec(path: &Path, artifacts: &Path) -> Result<ModelConfig, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let doc: serde_json::Value = serde_yaml::from_str(&text).map_err(|source| ConfigError::Yaml {
+    let spec_err = |what: String| ConfigError::Spec {
         path: path.to_path_buf(),
-        source,
-    })?;
-    let spec_err = |what: &str| ConfigError::Spec {
-        path: path.to_path_buf(),
-        what: what.to_string(),
+        what,
     };
-    let spec = doc.get("spec").ok_or_else(|| spec_err("no `spec`"))?;
-    let gguf = spec
-        .pointer("/model/gguf")
-        .ok_or_else(|| spec_err("spec.model.gguf is required for the built-in server"))?;
-    let gguf_path = gguf
-        .get("path")
-        .and_then(|v| v.as_str())
-        .ok_or_else(|| spec_err("spec.model.gguf.path must be a string"))?;
-    let mut model_path = PathBuf::from(gguf_path);
+    let cr: crate::api::ModelServing =
+        serde_yaml::from_str(&text).map_err(|e| spec_err(format!("not a ModelServing resource: {e}")))?;
+    let spec = cr.spec;
+    let gguf = spec.model.gguf.ok_or_else(|| {
+        spec_err(
+            "spec.model.gguf is required for the built-in server (the operator resolves trainingRunRef into it)".into(),
+        )
+    })?;
+    let mut model_path = PathBuf::from(&gguf.path);
     if model_path.is_relative() {
         model_path = artifacts.join(model_path);
     }
-    let modelfile = spec.get("modelfile");
-    let text_field = |key: &str| {
-        modelfile
-            .and_then(|m| m.get(key))
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
-    };
-    let parameters = match modelfile.and_then(|m| m.get("parameters")) {
-        Some(p) => {
-            serde_json::from_value(p.clone()).map_err(|e| spec_err(&format!("spec.modelfile.parameters: {e}")))?
-        }
-        None => Options::default(),
-    };
+    if spec.modelfile.template.is_some() {
+        // The Modelfile template is Ollama's Go template language; llama.cpp needs the model's Jinja one.
+        tracing::warn!(
+            "spec.modelfile.template is an Ollama template and applies to engine ollama only; the built-in server renders the GGUF's own chat template"
+        );
+    }
+    let parameters = serde_json::to_value(&spec.modelfile.parameters)
+        .and_then(serde_json::from_value)
+        .map_err(|e| spec_err(format!("spec.modelfile.parameters: {e}")))?;
     Ok(ModelConfig {
-        name: spec
-            .get("modelName")
-            .and_then(|v| v.as_str())
-            .unwrap_or("network-security-expert")
-            .to_string(),
+        name: spec.model_name,
         path: model_path,
-        sha256: gguf
-            .get("sha256")
-            .and_then(|v| v.as_str())
-            .map(|d| d.trim_start_matches("sha256:").to_ascii_lowercase()),
-        system: text_field("system"),
-        template: text_field("template"),
+        sha256: Some(gguf.sha256.trim_start_matches("sha256:").to_ascii_lowercase()),
+        system: Some(spec.modelfile.system),
+        template: None,
         parameters,
     })
 }
@@ -307,13 +293,17 @@ mod tests {
         let path = dir.path().join("cr.yaml");
         std::fs::write(
             &path,
-            "apiVersion: ai.fireweave.io/v1alpha1\nkind: ModelServing\nmetadata: {name: m}\nspec:\n  model:\n    gguf: {path: runs/x.gguf, sha256: abc}\n  modelfile:\n    system: sys\n    parameters: {temperature: 0.7, top_k: 40}\n",
+            "apiVersion: ai.fireweave.io/v1alpha1\nkind: ModelServing\nmetadata: {name: m}\nspec:\n  model:\n    gguf: {path: runs/x.gguf, sha256: 'sha256:ABC'}\n  modelfile:\n    system: sys\n    parameters: {temperature: 0.5, top_k: 40}\n",
         )
         .unwrap();
         let m = load_spec(&path, Path::new("/artifacts")).unwrap();
         assert_eq!(m.name, "network-security-expert");
         assert_eq!(m.path, PathBuf::from("/artifacts/runs/x.gguf"));
         assert_eq!(m.system.as_deref(), Some("sys"));
+        assert_eq!(m.sha256.as_deref(), Some("abc"));
         assert_eq!(m.parameters.top_k, Some(40));
+        assert_eq!(m.parameters.temperature, Some(0.5));
+        // Unset parameters take the CRD's defaults (the seed's Modelfile), as in a cluster.
+        assert_eq!(m.parameters.repeat_penalty, Some(1.1));
     }
 }

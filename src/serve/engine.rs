@@ -280,13 +280,13 @@ fn step(
             Some(s) if s.admitted.elapsed() > params.timeout => Some("request timed out"),
             _ => None,
         };
-        if let Some(reason) = drop_reason {
-            if let Some(s) = entry.take() {
-                tracing::info!(seq = s.seq, reason, "slot freed");
-                let _ = s.job.events.send(Event::Error(reason.into()));
-                let _ = ctx.clear_kv_cache_seq(Some(s.seq as u32), None, None);
-                metrics.cancelled.inc();
-            }
+        if let Some(reason) = drop_reason
+            && let Some(s) = entry.take()
+        {
+            tracing::info!(seq = s.seq, reason, "slot freed");
+            let _ = s.job.events.send(Event::Error(reason.into()));
+            let _ = ctx.clear_kv_cache_seq(Some(s.seq as u32), None, None);
+            metrics.cancelled.inc();
         }
     }
     batch.clear();

@@ -46,7 +46,7 @@ impl Server {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let child = Command::new(env!("CARGO_BIN_EXE_fireweave-ai"))
-            .args(["serve", "--addr", &addr, "--threads", "2"])
+            .args(["serve", "--addr", &addr, "--threads", "1"])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -66,6 +66,8 @@ impl Server {
         }
     }
 
+    // Each test binary compiles this module; not every one asks for the URL.
+    #[allow(dead_code)]
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }

@@ -3,7 +3,8 @@
 
 use super::limiter::TokenBudget;
 use super::{SynthError, Tuning};
-use crate::dataset::spec::{Provider, SecretKeyRef, SynthesisSpec};
+use crate::api::SecretKeyRef;
+use crate::api::dataset::{Synthesis, SynthesisProvider};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,26 +20,36 @@ impl std::fmt::Debug for ApiKey {
     }
 }
 
+/// The variable the operator fills from the Dataset's `synthesis.apiKeySecretRef`.
+pub const OPERATOR_KEY_ENV: &str = "FIREWEAVE_SYNTHESIS_API_KEY";
+
 impl ApiKey {
     pub fn new(key: impl Into<String>) -> Self {
         ApiKey(key.into())
     }
 
-    /// The mounted Secret (`<secrets>/<name>/<key>`) wins over the environment; Ollama needs no key.
+    /// Where the key comes from, first match wins: `FIREWEAVE_SYNTHESIS_API_KEY` (what the operator's Job sets
+    /// from `apiKeySecretRef`), the Secret mounted as `<secrets>/<name>/<key>`, then the provider's usual
+    /// variable (`OPENAI_API_KEY`, `ANTHROPIC_API_KEY`); Ollama needs none.
     pub fn resolve(
-        provider: Provider,
+        provider: SynthesisProvider,
         secret: Option<&SecretKeyRef>,
         secrets: &Path,
     ) -> Result<Option<Self>, SynthError> {
+        if let Ok(k) = std::env::var(OPERATOR_KEY_ENV)
+            && !k.trim().is_empty()
+        {
+            return Ok(Some(ApiKey(k.trim().to_string())));
+        }
         if let Some(r) = secret {
             let path = secrets.join(&r.name).join(&r.key);
             let text = std::fs::read_to_string(&path).map_err(|source| SynthError::KeyFile { path, source })?;
             return Ok(Some(ApiKey(text.trim().to_string())));
         }
         let env = match provider {
-            Provider::Openai => "OPENAI_API_KEY",
-            Provider::Anthropic => "ANTHROPIC_API_KEY",
-            Provider::Ollama => return Ok(std::env::var("OLLAMA_API_KEY").ok().map(ApiKey)),
+            SynthesisProvider::Openai => "OPENAI_API_KEY",
+            SynthesisProvider::Anthropic => "ANTHROPIC_API_KEY",
+            SynthesisProvider::Ollama => return Ok(std::env::var("OLLAMA_API_KEY").ok().map(ApiKey)),
         };
         match std::env::var(env) {
             Ok(k) if !k.trim().is_empty() => Ok(Some(ApiKey(k.trim().to_string()))),
@@ -56,7 +67,7 @@ pub struct Completion {
 
 pub(super) struct Client {
     http: reqwest::Client,
-    provider: Provider,
+    provider: SynthesisProvider,
     url: String,
     model: String,
     max_tokens: u32,
@@ -71,24 +82,24 @@ enum Failure {
 }
 
 impl Client {
-    pub(super) fn new(spec: &SynthesisSpec, key: Option<ApiKey>, timeout: Duration) -> Self {
+    pub(super) fn new(spec: &Synthesis, key: Option<ApiKey>, timeout: Duration) -> Self {
         let base = spec.endpoint.clone().unwrap_or_else(|| {
             match spec.provider {
-                Provider::Openai => "https://api.openai.com/v1",
-                Provider::Anthropic => "https://api.anthropic.com",
-                Provider::Ollama => "http://127.0.0.1:11434",
+                SynthesisProvider::Openai => "https://api.openai.com/v1",
+                SynthesisProvider::Anthropic => "https://api.anthropic.com",
+                SynthesisProvider::Ollama => "http://127.0.0.1:11434",
             }
             .to_string()
         });
         let base = base.trim_end_matches('/');
         let url = match spec.provider {
-            Provider::Openai if base.ends_with("/chat/completions") => base.to_string(),
-            Provider::Openai => format!("{base}/chat/completions"),
-            Provider::Anthropic if base.ends_with("/messages") => base.to_string(),
-            Provider::Anthropic if base.ends_with("/v1") => format!("{base}/messages"),
-            Provider::Anthropic => format!("{base}/v1/messages"),
-            Provider::Ollama if base.ends_with("/api/chat") => base.to_string(),
-            Provider::Ollama => format!("{base}/api/chat"),
+            SynthesisProvider::Openai if base.ends_with("/chat/completions") => base.to_string(),
+            SynthesisProvider::Openai => format!("{base}/chat/completions"),
+            SynthesisProvider::Anthropic if base.ends_with("/messages") => base.to_string(),
+            SynthesisProvider::Anthropic if base.ends_with("/v1") => format!("{base}/messages"),
+            SynthesisProvider::Anthropic => format!("{base}/v1/messages"),
+            SynthesisProvider::Ollama if base.ends_with("/api/chat") => base.to_string(),
+            SynthesisProvider::Ollama => format!("{base}/api/chat"),
         };
         let http = reqwest::Client::builder().timeout(timeout).build().unwrap_or_default();
         Client {
@@ -145,17 +156,17 @@ impl Client {
 
     async fn complete(&self, system: &str, user: &str) -> Result<Completion, Failure> {
         let (body, req) = match self.provider {
-            Provider::Openai => (
+            SynthesisProvider::Openai => (
                 json!({"model": self.model, "max_tokens": self.max_tokens, "temperature": 0.8,
                        "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}]}),
                 self.http.post(&self.url),
             ),
-            Provider::Anthropic => (
+            SynthesisProvider::Anthropic => (
                 json!({"model": self.model, "max_tokens": self.max_tokens, "system": system,
                        "messages": [{"role": "user", "content": user}]}),
                 self.http.post(&self.url).header("anthropic-version", "2023-06-01"),
             ),
-            Provider::Ollama => (
+            SynthesisProvider::Ollama => (
                 json!({"model": self.model, "stream": false, "format": "json",
                        "options": {"temperature": 0.8, "num_predict": self.max_tokens},
                        "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}]}),
@@ -163,7 +174,7 @@ impl Client {
             ),
         };
         let req = match (&self.key, self.provider) {
-            (Some(k), Provider::Anthropic) => req.header("x-api-key", &k.0),
+            (Some(k), SynthesisProvider::Anthropic) => req.header("x-api-key", &k.0),
             (Some(k), _) => req.bearer_auth(&k.0),
             (None, _) => req,
         };
@@ -195,13 +206,13 @@ impl Client {
         let v: Value = serde_json::from_str(&text)
             .map_err(|e| Failure::Fatal(format!("the {:?} API answered non-JSON: {e}", self.provider)))?;
         let (content, tokens) = match self.provider {
-            Provider::Openai => (
+            SynthesisProvider::Openai => (
                 v.pointer("/choices/0/message/content")
                     .and_then(Value::as_str)
                     .map(str::to_string),
                 v.pointer("/usage/total_tokens").and_then(Value::as_u64).unwrap_or(0),
             ),
-            Provider::Anthropic => (
+            SynthesisProvider::Anthropic => (
                 v.get("content").and_then(Value::as_array).map(|blocks| {
                     blocks
                         .iter()
@@ -212,7 +223,7 @@ impl Client {
                 v.pointer("/usage/input_tokens").and_then(Value::as_u64).unwrap_or(0)
                     + v.pointer("/usage/output_tokens").and_then(Value::as_u64).unwrap_or(0),
             ),
-            Provider::Ollama => (
+            SynthesisProvider::Ollama => (
                 v.pointer("/message/content")
                     .and_then(Value::as_str)
                     .map(str::to_string),

@@ -106,7 +106,9 @@ mod tests {
     fn settling_to_real_usage_frees_room() {
         let b = TokenBudget::new(1000, Duration::from_secs(60));
         let t0 = Instant::now();
-        let ticket = b.try_reserve(900, t0, 1).ok().expect("fits");
+        let Ok(ticket) = b.try_reserve(900, t0, 1) else {
+            panic!("900 of 1000 tokens fit")
+        };
         assert!(b.try_reserve(500, t0, 2).is_err());
         b.settle(ticket, 200);
         assert!(b.try_reserve(500, t0, 2).is_ok());
