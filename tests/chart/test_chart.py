@@ -218,15 +218,15 @@ def test_rbac_has_no_wildcards_and_one_rule_per_resource(default_render):
 
 
 def test_every_rule_says_why(default_render):
-    """Each rule in the rendered ClusterRole is preceded by a comment (directly or for its group of rules)."""
+    """Each rule of the rendered ClusterRole and leader-election Role comes right after its own comment."""
     text = chart.INSTALL.read_text()
-    role = text[text.index("kind: ClusterRole\n") :].split("\n---\n")[0]
-    lines = role[role.index("rules:") :].splitlines()[1:]
-    starts = [i for i, line in enumerate(lines) if line.startswith("- apiGroups:")]
-    for i in starts:
-        above = lines[i - 1]
-        assert above.startswith("#") or above.startswith("  verbs:"), f"rule without a reason: {lines[i:i + 3]}"
-    assert sum(1 for line in lines if line.startswith("#")) >= 9
+    for kind in ("ClusterRole", "Role"):
+        role = text[text.index(f"kind: {kind}\n") :].split("\n---\n")[0]
+        lines = role[role.index("rules:") :].splitlines()[1:]
+        starts = [i for i, line in enumerate(lines) if line.startswith("- apiGroups:")]
+        assert starts, kind
+        for i in starts:
+            assert lines[i - 1].startswith("# "), f"{kind}: rule without a reason: {lines[i:i + 3]}"
 
 
 def test_namespaced_rbac_grants_the_same_rules_per_namespace(default_render):
