@@ -24,9 +24,10 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked --no-default-features --features train --bin fireweave-ai \
  && install -D target/release/fireweave-ai /out/fireweave-ai
 
-# The wheel ships the CUDA runtime libraries; the image needs glibc and the driver, which the NVIDIA container
-# toolkit mounts (this base sets NVIDIA_VISIBLE_DEVICES and NVIDIA_DRIVER_CAPABILITIES for it).
-FROM docker.io/nvidia/cuda:12.8.1-base-ubuntu24.04
+# The wheel ships the CUDA libraries (torch 2.11 on PyPI: CUDA 13.0.2); the image adds glibc and the NVIDIA
+# container toolkit's settings. This base's CUDA version is the wheel's, so the toolkit refuses a node whose
+# driver is too old for it (NVIDIA_REQUIRE_CUDA) instead of failing at the first kernel.
+FROM docker.io/nvidia/cuda:13.0.2-base-ubuntu24.04
 # libtorch and the CUDA libraries it loads through $ORIGIN-relative rpaths (torch/lib -> ../../nvidia/*/lib).
 COPY --from=build /opt/venv/lib/python3.11/site-packages/torch/lib /opt/venv/lib/python3.11/site-packages/torch/lib
 COPY --from=build /opt/venv/lib/python3.11/site-packages/nvidia /opt/venv/lib/python3.11/site-packages/nvidia

@@ -112,6 +112,19 @@ def test_the_trainer_links_the_libtorch_ci_tests_against():
     assert f"COPY --from=build {site}/nvidia {site}/nvidia" in trainer
 
 
+def test_the_trainer_base_is_the_cuda_of_the_torch_wheel():
+    """The CUDA version the installed torch wheel (the one CI tests with) was built for, read from its metadata."""
+    from importlib import metadata
+
+    try:
+        requires = metadata.requires("torch") or []
+    except metadata.PackageNotFoundError:
+        pytest.fail("torch is not installed in this Python (scripts/provision.sh installs it)")
+    pins = [re.search(r"cuda-toolkit\[[^\]]*\]==([\d.]+)", r) for r in requires]
+    wheel_cuda = next(m.group(1) for m in pins if m)
+    assert re.findall(r"nvidia/cuda:([\d.]+)-", text("trainer.Dockerfile")) == [wheel_cuda]
+
+
 def test_cuda_build_and_runtime_images_agree():
     cuda = text("server-cuda.Dockerfile")
     versions = set(re.findall(r"nvidia/cuda:(\d+\.\d+\.\d+)-", cuda))
