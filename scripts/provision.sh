@@ -23,7 +23,8 @@ if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" && -x "$VENV/bin/python" ]]; t
   exit 0
 fi
 
-apt_pkgs=(cmake clang libclang-dev pkg-config)
+# cmake + libclang: llama.cpp's bindings. lua5.1 + lua5.4: the Argo CD health-check tests (Argo CD runs Lua 5.1).
+apt_pkgs=(cmake clang libclang-dev pkg-config lua5.1 lua5.4)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -25,9 +25,28 @@ cargo clippy --all-targets --locked --no-default-features -- -D warnings
 step "operator build links no libtorch and no llama.cpp"
 bash scripts/check-operator-links.sh
 
-step "cargo test"
+# The feature sets the trainer and server images build (scripts/docker/; tests/chart/test_dockerfiles.py keeps
+# their cargo commands equal to these).
+step "image builds compile: trainer (train), server (serve)"
+cargo check --locked --no-default-features --features train --bin fireweave-ai
+cargo check --locked --no-default-features --features serve --bin fireweave-ai
+
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
-cargo test --locked 2>&1 | tee "$log"
-# One closing tally over every test binary (the last binary cargo runs is often the empty doc-test one).
-awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "%d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+
+step "chart, manifests, images, Argo CD health checks (tests/chart, real Helm and Lua)"
+python -m pytest -q -p no:cacheprovider tests/chart 2>&1 | tee -a "$log"
+
+step "cargo test"
+cargo test --locked 2>&1 | tee -a "$log"
+# One closing tally over every test binary (the last binary cargo runs is often the empty doc-test one) and
+# the pytest run ("N passed, M skipped in 9.1s").
+awk '/^test result:/ { p += $4; f += $6; s += $8; next }
+     / in [0-9.]+s/ && /(passed|failed)/ {
+       for (i = 2; i <= NF; i++) {
+         if ($i ~ /^passed,?$/) p += $(i - 1)
+         if ($i ~ /^failed,?$/) f += $(i - 1)
+         if ($i ~ /^skipped,?$/) s += $(i - 1)
+       }
+     }
+     END { printf "%d passed, %d failed, %d skipped\n", p, f, s }' "$log"

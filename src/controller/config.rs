@@ -33,6 +33,10 @@ pub struct Args {
         default_value = "docker.io/ollama/ollama:0.12.6"
     )]
     pub ollama_image: String,
+    /// ServiceAccount of the dataset, training and serving Pods, in their namespace: one with no API rights
+    /// (the Pods never mount a token either). Empty: each namespace's `default` account.
+    #[arg(long, env = "FIREWEAVE_WORKER_SERVICE_ACCOUNT", default_value = "")]
+    pub worker_service_account: String,
     /// PersistentVolumeClaim holding datasets, checkpoints and models (ReadWriteMany recommended).
     #[arg(long, env = "FIREWEAVE_ARTIFACT_PVC", default_value = "fireweave-artifacts")]
     pub artifact_pvc: String,
@@ -63,6 +67,8 @@ pub struct Settings {
     pub trainer_image: String,
     pub serve_image: String,
     pub ollama_image: String,
+    /// `None`: the namespace's `default` ServiceAccount.
+    pub worker_service_account: Option<String>,
     pub artifact_pvc: String,
     pub artifact_mount: PathBuf,
 }
@@ -74,6 +80,7 @@ impl From<&Args> for Settings {
             trainer_image: a.trainer_image.clone(),
             serve_image: a.serve_image.clone(),
             ollama_image: a.ollama_image.clone(),
+            worker_service_account: Some(a.worker_service_account.clone()).filter(|s| !s.is_empty()),
             artifact_pvc: a.artifact_pvc.clone(),
             artifact_mount: a.artifact_mount.clone(),
         }
@@ -88,6 +95,7 @@ impl Settings {
             trainer_image: "fireweave-ai-trainer:test".into(),
             serve_image: "fireweave-ai-serve:test".into(),
             ollama_image: "ollama/ollama:test".into(),
+            worker_service_account: None,
             artifact_pvc: "fireweave-artifacts".into(),
             artifact_mount: PathBuf::from("/artifacts"),
         }

@@ -11,6 +11,8 @@ pub mod job_status;
 pub mod leader;
 pub mod model_serving;
 pub mod operator;
+#[cfg(test)]
+mod rbac;
 pub mod security;
 #[cfg(test)]
 mod test_support;

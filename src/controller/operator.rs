@@ -233,6 +233,11 @@ async fn become_leader(election: &LeaderElection) {
 /// Runs until SIGTERM/SIGINT, then lets in-flight reconciles finish.
 pub async fn run(args: Args) -> Result<(), OperatorError> {
     let client = Client::try_default().await.map_err(OperatorError::Client)?;
+    run_with(client, args).await
+}
+
+/// [`run`] against a given API client (the in-memory API server in tests).
+pub async fn run_with(client: Client, args: Args) -> Result<(), OperatorError> {
     let shared = Arc::new(Shared {
         metrics: Metrics::new()?,
         ready: AtomicBool::new(false),

@@ -124,6 +124,7 @@ pub fn job(ds: &Dataset, settings: &Settings) -> Job {
                     restart_policy: Some("Never".into()),
                     // Workers never talk to the API server.
                     automount_service_account_token: Some(false),
+                    service_account_name: settings.worker_service_account.clone(),
                     security_context: Some(pod_security_context()),
                     containers: vec![container],
                     volumes: Some(volumes),

@@ -169,6 +169,7 @@ pub fn job(tr: &TrainingRun, attempt: u32, dataset: &ArtifactRef, settings: &Set
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".into()),
                     automount_service_account_token: Some(false),
+                    service_account_name: settings.worker_service_account.clone(),
                     security_context: Some(pod_security_context()),
                     node_selector: (!r.node_selector.is_empty()).then(|| r.node_selector.clone()),
                     tolerations: (!r.tolerations.is_empty()).then(|| r.tolerations.clone()),
