@@ -25,6 +25,12 @@ enum Command {
     Crdgen(fireweave_ai::api::crdgen::Args),
     /// Run the Kubernetes operator (controllers, /metrics, /healthz, /readyz).
     Operator(Box<fireweave_ai::controller::config::Args>),
+    /// Fine-tune a Llama-family model with LoRA/QLoRA from a TrainingRun (the train worker).
+    #[cfg(feature = "train")]
+    Train(Box<fireweave_ai::train::TrainArgs>),
+    /// Benchmark LoRA training steps against transformers + peft on the CPU (prints figures).
+    #[cfg(feature = "train")]
+    TrainBench(fireweave_ai::train::BenchArgs),
 }
 
 fn main() -> Result<()> {
@@ -39,5 +45,9 @@ fn main() -> Result<()> {
             let runtime = tokio::runtime::Runtime::new()?;
             Ok(runtime.block_on(fireweave_ai::controller::operator::run(*args))?)
         }
+        #[cfg(feature = "train")]
+        Command::Train(args) => Ok(fireweave_ai::train::main(&args)?),
+        #[cfg(feature = "train")]
+        Command::TrainBench(args) => Ok(fireweave_ai::train::bench::run(&args)?),
     }
 }

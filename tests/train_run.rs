@@ -35,6 +35,27 @@ fn run_dir(artifacts: &Path) -> PathBuf {
     artifacts.join("runs/test/t")
 }
 
+/// The highest step with a complete checkpoint folder (0 when none).
+fn newest_checkpoint(checkpoints: &Path) -> usize {
+    std::fs::read_dir(checkpoints)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().strip_prefix("step-")?.parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Polls until a checkpoint newer than `after` exists; fails if the process exits first.
+fn wait_for_checkpoint(child: &mut std::process::Child, checkpoints: &Path, after: usize) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while newest_checkpoint(checkpoints) <= after {
+        assert!(child.try_wait().unwrap().is_none(), "run ended before writing a checkpoint after step {after}");
+        assert!(Instant::now() < deadline, "no checkpoint after step {after} within 300 s");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 #[test]
 fn killed_run_resumes_to_the_bitwise_same_adapter() {
     let tmp = tempfile::tempdir().unwrap();
@@ -48,27 +69,29 @@ fn killed_run_resumes_to_the_bitwise_same_adapter() {
     let result = train(&manifest, &whole, &dataset);
     assert_eq!(result["steps"], 24);
 
+    // 1) SIGKILL right after the first checkpoint: no chance to clean up, as with a node that disappears.
     let resumed = tmp.path().join("resumed");
-    let mut child = train_cmd(&manifest, &resumed, &dataset).stdout(Stdio::null()).spawn().unwrap();
     let checkpoints = run_dir(&resumed).join("checkpoints");
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let has_checkpoint = std::fs::read_dir(&checkpoints)
-            .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("step-")))
-            .unwrap_or(false);
-        if has_checkpoint {
-            break;
-        }
-        assert!(child.try_wait().unwrap().is_none(), "run ended before its first checkpoint");
-        assert!(Instant::now() < deadline, "no checkpoint within 300 s");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    child.kill().unwrap(); // SIGKILL: no chance to clean up, as with a preempted pod
+    let mut child = train_cmd(&manifest, &resumed, &dataset).stdout(Stdio::null()).spawn().unwrap();
+    wait_for_checkpoint(&mut child, &checkpoints, 0);
+    child.kill().unwrap();
     child.wait().unwrap();
-    assert!(
-        !run_dir(&resumed).join("adapter").exists(),
-        "the run finished before the kill landed: the test did not test resuming"
-    );
+    let first = newest_checkpoint(&checkpoints);
+    assert!(first < 24, "the run finished before the kill landed: the test did not test resuming");
+
+    // 2) SIGTERM (what a preempted Pod receives) once the restarted run has passed that checkpoint: it
+    // checkpoints the step it is in and stops.
+    let mut child = train_cmd(&manifest, &resumed, &dataset).stdout(Stdio::null()).spawn().unwrap();
+    wait_for_checkpoint(&mut child, &checkpoints, first);
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "SIGTERM must not look like a finished run");
+    let second = newest_checkpoint(&checkpoints);
+    assert!(second > first && second < 24, "SIGTERM left checkpoint {second} (after {first})");
+    assert!(!run_dir(&resumed).join("adapter").exists(), "no adapter before training ends");
+
+    // 3) The third start finishes.
     let result = train(&manifest, &resumed, &dataset);
     assert_eq!(result["steps"], 24);
     let a = std::fs::read(run_dir(&whole).join("adapter/adapter_model.safetensors")).unwrap();
@@ -81,9 +104,10 @@ fn killed_run_resumes_to_the_bitwise_same_adapter() {
 
 #[test]
 fn smollm2_learns_the_fireweave_set() {
+    use fireweave_ai::api::training_run::LoraSpec;
     use fireweave_ai::chat::{ChatTemplate, Message};
     use fireweave_ai::hf::Checkpoint;
-    use fireweave_ai::train::lora::{LoraConfig, LoraStore};
+    use fireweave_ai::train::lora::LoraStore;
     use fireweave_ai::train::model::Llama;
     use tch::{Device, Kind, Tensor};
 
@@ -98,18 +122,18 @@ fn smollm2_learns_the_fireweave_set() {
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run_dir(tmp.path()).join("report/metrics.json")).unwrap()).unwrap();
     let evals: Vec<f64> = report["evals"].as_array().unwrap().iter().map(|e| e["loss"].as_f64().unwrap()).collect();
-    eprintln!("eval loss per epoch: {evals:?}; result {result}");
-    assert_eq!(evals.len(), 3);
-    assert!(evals[2] < evals[0] * 0.8, "eval loss did not drop: {evals:?}");
+    eprintln!("eval loss: base model, then after each epoch: {evals:?}; result {result}");
+    assert_eq!(evals.len(), 4);
+    assert!(evals[1] < evals[0] && evals[3] < evals[1] * 0.8, "eval loss did not drop: {evals:?}");
 
     // The adapter, loaded back, answers a trained question with its trained answer.
     let ck = Checkpoint::open(&model_dir).unwrap();
-    let model = Llama::load(&ck, Kind::Float, Device::Cpu).unwrap();
+    let model = Llama::load(&ck, Kind::Float, Device::Cpu, false).unwrap();
     let mut lora = LoraStore::new(
         &model,
-        LoraConfig {
+        &LoraSpec {
             r: 8,
-            alpha: 16.0,
+            alpha: 16,
             ..Default::default()
         },
     );

@@ -131,9 +131,9 @@ pub fn assistant_spans(
     conv: &Conversation,
     index: usize,
 ) -> Result<(String, Vec<Range<usize>>), DataError> {
-    let render = |msgs: &[Message], gen: bool| {
+    let render = |msgs: &[Message], prompt: bool| {
         template
-            .render(msgs, &conv.tools, gen)
+            .render(msgs, &conv.tools, prompt)
             .map_err(|source| DataError::Render { index, source })
     };
     let full = render(&conv.messages, false)?;
@@ -222,6 +222,22 @@ impl Example {
             ids: ex.ids.clone(),
             targets,
         }
+    }
+
+    /// From token ids and unshifted labels (−100 where no loss).
+    pub fn from_labels(ids: Vec<i64>, labels: Vec<i64>) -> Self {
+        Self::from_labeled(&Labeled {
+            ids,
+            labels,
+            turn_ends: Vec::new(),
+        })
+    }
+
+    /// The unshifted labels again (label[t] is the target of position t−1), as transformers takes them.
+    pub fn labels(&self) -> Vec<i64> {
+        std::iter::once(IGNORE)
+            .chain(self.targets.iter().take(self.targets.len().saturating_sub(1)).copied())
+            .collect()
     }
 
     pub fn trained_tokens(&self) -> usize {

@@ -21,7 +21,7 @@ pub fn loss_curve_svg(losses: &[LossPoint], evals: &[EvalPoint]) -> String {
     let eval = line(evals.iter().map(|e| (x(e.step), y(e.loss))).collect());
     let dots: String = evals
         .iter()
-        .map(|e| format!(r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="#d95f02"/>"#, x(e.step), y(e.loss)))
+        .map(|e| format!(r##"<circle cx="{:.1}" cy="{:.1}" r="3" fill="#d95f02"/>"##, x(e.step), y(e.loss)))
         .collect();
     format!(
         r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">

@@ -3,18 +3,36 @@
 
 use std::path::{Path, PathBuf};
 
-/// A fixture folder or file; panics with how to build the fixtures when it is missing (never skips).
+#[path = "../support/mod.rs"]
+mod common;
+
+/// A fixture folder or file under the fixture root; panics with how to build the fixtures when it is missing
+/// (never skips).
 pub fn fixture(rel: &str) -> PathBuf {
-    let root = std::env::var_os("FIREWEAVE_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/fireweave-ai/fixtures"));
-    let p = root.join(rel);
-    assert!(
-        p.exists(),
-        "fixture {} is missing: run scripts/test.sh (it builds the fixtures with tests/fixtures/make_fixtures.py)",
-        p.display()
-    );
+    let p = common::fixtures().join(rel);
+    assert!(p.exists(), "fixture {} is missing: run scripts/test.sh (tests/fixtures/make_fixtures.py)", p.display());
     p
+}
+
+/// The token ids of reference case 0 (what `reference/<name>.safetensors` holds transformers' logits for).
+pub fn reference_ids(name: &str) -> Vec<i64> {
+    common::reference(name)["cases"][0]["input_ids"]
+        .as_array()
+        .expect("input_ids")
+        .iter()
+        .map(|v| v.as_i64().expect("id"))
+        .collect()
+}
+
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        let (x, y) = (f64::from(*x), f64::from(*y));
+        ab += x * y;
+        aa += x * x;
+        bb += y * y;
+    }
+    ab / (aa.sqrt() * bb.sqrt())
 }
 
 /// The venv's Python (torch, transformers, peft), as scripts/env.sh sets it up.
@@ -68,10 +86,10 @@ pub fn write_qa_dataset(dir: &Path, repeat: usize) {
     std::fs::write(dir.join("eval.jsonl"), eval).unwrap();
 }
 
-/// A TrainingRun manifest for local runs.
+/// A TrainingRun manifest for local runs (bf16/f32 base: NF4 on a CPU is correct but slow).
 pub fn write_manifest(path: &Path, model: &Path, extra_hp: &str, every: usize, merge: bool) {
     let text = format!(
-        "apiVersion: ai.fireweave.io/v1alpha1\nkind: TrainingRun\nmetadata: {{name: t, namespace: test}}\nspec:\n  baseModel: {{path: {}}}\n  datasetRef: {{name: qa}}\n  lora: {{r: 8, alpha: 16}}\n  hyperparameters: {{{extra_hp}}}\n  checkpointEverySteps: {every}\n  export: {{merge: {merge}}}\n",
+        "apiVersion: ai.fireweave.io/v1alpha1\nkind: TrainingRun\nmetadata: {{name: t, namespace: test}}\nspec:\n  baseModel: {{path: {}}}\n  datasetRef: {{name: qa}}\n  baseQuantization: none\n  lora: {{r: 8, alpha: 16}}\n  hyperparameters: {{{extra_hp}}}\n  checkpointEverySteps: {every}\n  export: {{merge: {merge}}}\n",
         model.display()
     );
     std::fs::write(path, text).unwrap();
