@@ -5,7 +5,8 @@ usage: bench_train_hf.py MODEL_DIR BATCHES_JSON R THREADS
 BATCHES_JSON is a list of batches, each a list of {"ids": [...], "labels": [...]} (labels unshifted, -100 where
 no loss), written by the Rust side. The first batch is an untimed warm-up. Batches are right-padded to their
 longest member; like our trainer, no attention mask is passed (right padding under the causal mask cannot
-reach a real token). Prints one JSON line: timed seconds, non-padding tokens, peak RSS.
+reach a real token). Prints one JSON line: the wall and
+thread-CPU seconds of each timed step, and the peak RSS.
 """
 
 import json
@@ -47,13 +48,14 @@ def main():
         opt.zero_grad(set_to_none=True)
 
     step(batches[0])
-    start = time.perf_counter()
+    times, cpu = [], []
     for b in batches[1:]:
+        start, start_cpu = time.perf_counter(), time.thread_time()
         step(b)
-    secs = time.perf_counter() - start
-    tokens = sum(len(e["ids"]) for b in batches[1:] for e in b)
+        times.append(time.perf_counter() - start)
+        cpu.append(time.thread_time() - start_cpu)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": secs, "tokens": tokens, "peak_rss_mib": rss}))
+    print(json.dumps({"step_seconds": times, "step_cpu_seconds": cpu, "peak_rss_mib": rss}))
 
 
 if __name__ == "__main__":

@@ -116,7 +116,7 @@ fn smollm2_learns_the_fireweave_set() {
     let dataset = tmp.path().join("data");
     support::write_qa_dataset(&dataset, 2);
     let manifest = tmp.path().join("run.yaml");
-    let hp = "epochs: 3, batchSize: 4, gradientAccumulation: 1, learningRate: 0.001, warmupSteps: 2, maxSeqLength: 128";
+    let hp = "epochs: 3, batchSize: 2, gradientAccumulation: 1, learningRate: 0.002, warmupSteps: 2, maxSeqLength: 128";
     support::write_manifest(&manifest, &model_dir, hp, 100, false);
     let result = train(&manifest, tmp.path(), &dataset);
     let report: serde_json::Value =
@@ -127,6 +127,8 @@ fn smollm2_learns_the_fireweave_set() {
     assert!(evals[1] < evals[0] && evals[3] < evals[1] * 0.8, "eval loss did not drop: {evals:?}");
 
     // The adapter, loaded back, answers a trained question with its trained answer.
+    // The other test of this binary runs beside this one: one libtorch thread each.
+    tch::set_num_threads(1);
     let ck = Checkpoint::open(&model_dir).unwrap();
     let model = Llama::load(&ck, Kind::Float, Device::Cpu, false).unwrap();
     let mut lora = LoraStore::new(
@@ -146,8 +148,8 @@ fn smollm2_learns_the_fireweave_set() {
     let ids: Vec<i64> = tokenizer.encode(prompt, false).unwrap().get_ids().iter().map(|&i| i as i64).collect();
     let stop = tokenizer.token_to_id("<|im_end|>").unwrap() as i64;
     let decode = |ids: Vec<i64>| tokenizer.decode(&ids.iter().map(|&i| i as u32).collect::<Vec<_>>(), false).unwrap();
-    let before = decode(model.greedy(&ids, 24, &[stop], None));
-    let after = decode(model.greedy(&ids, 24, &[stop], Some(&lora)));
+    let before = decode(model.greedy(&ids, 20, &[stop], None));
+    let after = decode(model.greedy(&ids, 20, &[stop], Some(&lora)));
     eprintln!("base: {before:?}\ntrained: {after:?}");
     let key = "PCI-DSS, SOC2, NIST 800-53";
     assert!(!before.contains(key), "the base model already knew the answer: the test proves nothing");

@@ -66,6 +66,16 @@ fn peak_rss_mib() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// CPU time of the calling thread in seconds (Linux schedstat: nanoseconds on a CPU). With one libtorch
+/// thread every kernel runs on the caller, so this is the step's compute time without the time other
+/// processes on a shared machine took from it.
+fn thread_cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse::<f64>().ok()))
+        .map_or(f64::NAN, |ns| ns / 1e9)
+}
+
 /// The chat workload's conversations: the seed's system prompt, a FireWeave question, a multi-sentence answer.
 fn chat_conversations() -> Vec<Conversation> {
     const SYSTEM: &str = "You are a Network Security Expert integrated with FireWeave. Provide accurate, detailed technical guidance.";
@@ -156,16 +166,18 @@ pub fn run(args: &BenchArgs) -> Result<(), TrainError> {
         let (ids, targets, bs, s) = data::collate(&refs);
         let ids = Tensor::from_slice(&ids).view([bs, s]);
         let targets = Tensor::from_slice(&targets).view([bs, s]);
-        let t = Instant::now();
+        let (t, cpu) = (Instant::now(), thread_cpu_seconds());
         let scale = 1.0 / trained_of(b).max(1) as f64;
         model.forward_backward(&ids, &targets, &lora, scale, false, 0);
         AdamW::clip_grad_norm(&params, 1.0);
         opt.step(&params, 1e-4);
         AdamW::zero_grad(&params);
-        t.elapsed().as_secs_f64()
+        (t.elapsed().as_secs_f64(), thread_cpu_seconds() - cpu)
     };
     step(&batches[0]);
-    let secs: f64 = batches[1..].iter().map(|b| step(b)).sum();
+    let (times, cpu_times): (Vec<f64>, Vec<f64>) = batches[1..].iter().map(|b| step(b)).unzip();
+    let secs: f64 = times.iter().sum();
+    let cpu_secs: f64 = cpu_times.iter().sum();
     let tokens: usize = batches[1..].iter().map(|b| tokens_of(b)).sum();
     let trained: usize = batches[1..].iter().map(|b| trained_of(b)).sum();
     let padded: usize = batches[1..].iter().map(|b| b.len() * b.iter().map(|e| e.ids.len()).max().unwrap_or(0)).sum();
@@ -181,7 +193,11 @@ pub fn run(args: &BenchArgs) -> Result<(), TrainError> {
         args.threads,
         args.steps
     );
-    println!("fireweave-ai (tch): {ours_tps:.1} tokens/s, {:.3} s/step, peak RSS {ours_rss:.0} MiB", secs / args.steps as f64);
+    println!(
+        "fireweave-ai (tch): {ours_tps:.1} tokens/s wall, {:.1} tokens per CPU second; step wall s (sorted) {}; peak RSS {ours_rss:.0} MiB",
+        tokens as f64 / cpu_secs,
+        sorted_secs(&times)
+    );
     if args.ours_only {
         return Ok(());
     }
@@ -216,18 +232,35 @@ pub fn run(args: &BenchArgs) -> Result<(), TrainError> {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let theirs: serde_json::Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or("{}"))
         .map_err(|e| TrainError::Bench(format!("{script}: bad output {stdout:?}: {e}")))?;
-    let their_tps = theirs["tokens"].as_f64().unwrap_or(f64::NAN) / theirs["seconds"].as_f64().unwrap_or(f64::NAN);
+    let their_times: Vec<f64> = theirs["step_seconds"]
+        .as_array()
+        .map(|a| a.iter().filter_map(serde_json::Value::as_f64).collect())
+        .unwrap_or_default();
+    let their_cpu: f64 = theirs["step_cpu_seconds"]
+        .as_array()
+        .map(|a| a.iter().filter_map(serde_json::Value::as_f64).sum())
+        .unwrap_or(f64::NAN);
+    let their_tps = tokens as f64 / their_times.iter().sum::<f64>();
     let their_rss = theirs["peak_rss_mib"].as_f64().unwrap_or(f64::NAN);
     println!(
-        "transformers+peft: {their_tps:.1} tokens/s, {:.3} s/step, peak RSS {their_rss:.0} MiB",
-        theirs["seconds"].as_f64().unwrap_or(f64::NAN) / args.steps as f64
+        "transformers+peft: {their_tps:.1} tokens/s wall, {:.1} tokens per CPU second; step wall s (sorted) {}; peak RSS {their_rss:.0} MiB",
+        tokens as f64 / their_cpu,
+        sorted_secs(&their_times)
     );
     println!(
-        "ours/theirs: {:.2}x tokens/s, {:.2}x peak RSS",
+        "ours/theirs: {:.2}x tokens/s (wall), {:.2}x tokens per CPU second, {:.2}x peak RSS",
         ours_tps / their_tps,
+        their_cpu / cpu_secs,
         ours_rss / their_rss
     );
     Ok(())
+}
+
+/// Step times in ascending order: on a shared machine the fastest steps show what each side can do.
+fn sorted_secs(times: &[f64]) -> String {
+    let mut t = times.to_vec();
+    t.sort_by(f64::total_cmp);
+    t.iter().map(|s| format!("{s:.3}")).collect::<Vec<_>>().join(" ")
 }
 
 fn tempfile_dir() -> Result<PathBuf, TrainError> {

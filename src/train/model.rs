@@ -30,8 +30,9 @@ pub fn projection_index(proj: &str) -> Option<usize> {
     PROJECTIONS.iter().position(|p| *p == proj)
 }
 
-/// Logit elements per LM-head chunk (128 MiB of f32): large GEMMs, bounded memory.
-const HEAD_CHUNK_ELEMENTS: i64 = 1 << 25;
+/// Logit elements per LM-head chunk: 16 MiB of f32, so a chunk's in-place softmax passes stay in the
+/// last-level cache, while the GEMMs still have dozens of rows (32 at Llama 3's 128k vocab).
+const HEAD_CHUNK_ELEMENTS: i64 = 1 << 22;
 
 /// Projections fused into one GEMM: they read the same input and their outputs are split apart afterwards.
 struct Group {
@@ -83,7 +84,7 @@ impl Llama {
                 });
             }
         }
-        let get = |name: &str| weights::load(ck, name, kind, device);
+        let get = |name: &str| weights::load_owned(ck, name, kind, device);
         let group = |layer: usize, projs: &[&str]| -> Result<Group, LoadError> {
             let names: Vec<String> = projs
                 .iter()
@@ -255,11 +256,14 @@ impl Llama {
 
     /// Summed cross-entropy of `rows` [n, hidden] against `targets` [n], chunk by chunk; with `grad_scale`,
     /// also the gradient of `grad_scale · loss` with respect to `rows` (no autograd: softmax − one-hot).
+    ///
+    /// Each chunk's logits are the only large buffer and every step works on it in place (max, exp, sum,
+    /// scale), so a chunk stays in the last-level cache and no vocab-sized temporaries are allocated.
     fn head_loss(&self, rows: &Tensor, targets: &Tensor, grad_scale: Option<f64>) -> (f64, Option<Tensor>) {
         let w = self.lm_head_weight();
         let vocab = w.size()[0];
         let n = rows.size()[0];
-        let chunk = (HEAD_CHUNK_ELEMENTS / vocab).max(1);
+        let chunk = (HEAD_CHUNK_ELEMENTS / vocab).max(8);
         let mut sum = 0.0;
         let mut grads = Vec::new();
         tch::no_grad(|| {
@@ -269,14 +273,17 @@ impl Llama {
                 let len = chunk.min(n - start);
                 let t = targets.narrow(0, start, len).unsqueeze(1);
                 let mut logits = rows.narrow(0, start, len).linear::<Tensor>(w, None).to_kind(Kind::Float);
-                let lse = logits.logsumexp([-1], true);
-                sum += (&lse - logits.gather(1, &t, false)).sum(Kind::Double).double_value(&[]);
+                let target_logit = logits.gather(1, &t, false);
+                let max = logits.amax([-1], true);
+                let _ = logits.g_sub_(&max).exp_();
+                let total = logits.sum_dim_intlist([-1i64].as_slice(), true, Kind::Float);
+                // log-sum-exp = max + log Σ exp(x − max); the loss of a row is that minus its target logit.
+                sum += (total.log() + &max - target_logit).sum(Kind::Double).double_value(&[]);
                 if let Some(scale) = grad_scale {
-                    // In place: logits → softmax → softmax − one-hot → scaled.
-                    let _ = logits.g_sub_(&lse).exp_();
-                    let minus_one = Tensor::full([len, 1], -1.0, (Kind::Float, self.device));
-                    let _ = logits.scatter_add_(1, &t, &minus_one);
-                    let _ = logits.g_mul_scalar_(scale);
+                    // softmax · scale, then − scale at the target: the gradient of scale · cross-entropy.
+                    let _ = logits.g_mul_(&(total.reciprocal() * scale));
+                    let minus = Tensor::full([len, 1], -scale, (Kind::Float, self.device));
+                    let _ = logits.scatter_add_(1, &t, &minus);
                     grads.push(logits.to_kind(self.kind).matmul(w));
                 }
                 start += len;

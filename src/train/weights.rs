@@ -29,6 +29,14 @@ pub fn load(ck: &Checkpoint, name: &str, kind: Kind, device: Device) -> Result<T
     })
 }
 
+/// [`load`] for a model that keeps the tensor: the mapped pages are released afterwards, so the checkpoint
+/// is not resident a second time beside the model.
+pub fn load_owned(ck: &Checkpoint, name: &str, kind: Kind, device: Device) -> Result<Tensor, LoadError> {
+    let t = load(ck, name, kind, device)?;
+    ck.release(name);
+    Ok(t)
+}
+
 /// A frozen weight matrix [out, in]: held in the compute dtype, or NF4 and dequantized at each use.
 pub enum Frozen {
     Dense(Tensor),
@@ -53,12 +61,13 @@ impl Frozen {
                 rows += view.shape[0] as i64;
                 cols = view.shape[1] as i64;
                 values.extend(view.to_f32());
+                ck.release(name);
             }
             return Ok(Frozen::Nf4(Nf4::from_f32(&values, &[rows, cols], device)));
         }
         let parts = names
             .iter()
-            .map(|n| load(ck, n, kind, device))
+            .map(|n| load_owned(ck, n, kind, device))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Frozen::Dense(if parts.len() == 1 {
             parts.into_iter().next().expect("one part")
