@@ -148,8 +148,8 @@ fn smollm2_learns_the_fireweave_set() {
     let ids: Vec<i64> = tokenizer.encode(prompt, false).unwrap().get_ids().iter().map(|&i| i as i64).collect();
     let stop = tokenizer.token_to_id("<|im_end|>").unwrap() as i64;
     let decode = |ids: Vec<i64>| tokenizer.decode(&ids.iter().map(|&i| i as u32).collect::<Vec<_>>(), false).unwrap();
-    let before = decode(model.greedy(&ids, 20, &[stop], None));
-    let after = decode(model.greedy(&ids, 20, &[stop], Some(&lora)));
+    let before = decode(model.greedy(&ids, 24, &[stop], None));
+    let after = decode(model.greedy(&ids, 24, &[stop], Some(&lora)));
     eprintln!("base: {before:?}\ntrained: {after:?}");
     let key = "PCI-DSS, SOC2, NIST 800-53";
     assert!(!before.contains(key), "the base model already knew the answer: the test proves nothing");
