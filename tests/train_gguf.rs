@@ -30,8 +30,11 @@ fn merged_checkpoint_through_our_gguf_quantizer_matches_our_model_in_llama_cpp()
         ..Default::default()
     };
     let mut lora = LoraStore::new(&model, &spec);
-    let values: BTreeMap<String, Tensor> =
-        lora.named().into_iter().map(|(n, t)| (n, t.detach().randn_like() * 0.05)).collect();
+    let values: BTreeMap<String, Tensor> = lora
+        .named()
+        .into_iter()
+        .map(|(n, t)| (n, t.detach().randn_like() * 0.05))
+        .collect();
     lora.load_values(&values).unwrap();
 
     let tmp = tempfile::tempdir().unwrap();
@@ -57,7 +60,11 @@ fn merged_checkpoint_through_our_gguf_quantizer_matches_our_model_in_llama_cpp()
     for (req, min_cos, max_diff) in [(&requests[0], 0.999_999, 2e-3), (&requests[1], 0.999, f32::INFINITY)] {
         let (theirs, vocab) = llama_cpp::logits(&req.path, &ids);
         assert_eq!(theirs.len(), ids.len() * vocab);
-        let diff = ours_v.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let diff = ours_v
+            .iter()
+            .zip(&theirs)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
         let cos_ours = support::cosine(&ours_v, &theirs);
         let cos_base = support::cosine(&base_v, &theirs);
         eprintln!(
@@ -66,6 +73,10 @@ fn merged_checkpoint_through_our_gguf_quantizer_matches_our_model_in_llama_cpp()
         );
         assert!(cos_ours >= min_cos, "{}: cosine {cos_ours} < {min_cos}", req.mix);
         assert!(diff <= max_diff, "{}: max |diff| {diff}", req.mix);
-        assert!(cos_ours > cos_base, "{}: llama.cpp is closer to the base than to the adapted model", req.mix);
+        assert!(
+            cos_ours > cos_base,
+            "{}: llama.cpp is closer to the base than to the adapted model",
+            req.mix
+        );
     }
 }

@@ -51,8 +51,12 @@ fn record(state: &Shared, host: &'static str, method: &Method, path: &str, heade
         host,
         method: method.to_string(),
         path: path.to_owned(),
-        range: headers.get(header::RANGE).and_then(|v| v.to_str().ok()).map(str::to_owned),
-        authorized: headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) == Some(&format!("Bearer {TOKEN}")),
+        range: headers
+            .get(header::RANGE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        authorized: headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
+            == Some(&format!("Bearer {TOKEN}")),
     });
 }
 
@@ -66,7 +70,13 @@ async fn revision(
     method: Method,
     headers: HeaderMap,
 ) -> Response {
-    record(&state, "hub", &method, &format!("/api/models/{owner}/{name}/revision/{rev}"), &headers);
+    record(
+        &state,
+        "hub",
+        &method,
+        &format!("/api/models/{owner}/{name}/revision/{rev}"),
+        &headers,
+    );
     if !authorized(&headers) {
         return (StatusCode::UNAUTHORIZED, "gated").into_response();
     }
@@ -89,7 +99,13 @@ async fn resolve(
     method: Method,
     headers: HeaderMap,
 ) -> Response {
-    record(&state, "hub", &method, &format!("/{owner}/{name}/resolve/{rev}/{file}"), &headers);
+    record(
+        &state,
+        "hub",
+        &method,
+        &format!("/{owner}/{name}/resolve/{rev}/{file}"),
+        &headers,
+    );
     if !authorized(&headers) {
         return (StatusCode::UNAUTHORIZED, "gated").into_response();
     }
@@ -110,7 +126,11 @@ async fn resolve(
     let mut blob = Sha1::new();
     blob.update(format!("blob {}\0", bytes.len()));
     blob.update(&bytes);
-    let body = if method == Method::HEAD { Body::empty() } else { Body::from(bytes.clone()) };
+    let body = if method == Method::HEAD {
+        Body::empty()
+    } else {
+        Body::from(bytes.clone())
+    };
     Response::builder()
         .header(header::ETAG, format!("\"{}\"", hex::encode(blob.finalize())))
         .header(header::CONTENT_LENGTH, bytes.len().to_string())
@@ -163,13 +183,19 @@ async fn blob(
         let half = Bytes::from(bytes[..len / 2].to_vec());
         let stream = futures::stream::iter(vec![
             Ok::<Bytes, std::io::Error>(half),
-            Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "storage host went away")),
+            Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "storage host went away",
+            )),
         ]);
         Body::from_stream(stream)
     } else {
         Body::from(bytes)
     };
-    builder.header(header::CONTENT_LENGTH, len.to_string()).body(body).unwrap()
+    builder
+        .header(header::CONTENT_LENGTH, len.to_string())
+        .body(body)
+        .unwrap()
 }
 
 /// Starts the storage host and the Hub (two origins); returns the Hub's URL.
@@ -183,8 +209,14 @@ async fn serve(state: Shared) -> String {
     let hub_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hub = format!("http://{}", hub_listener.local_addr().unwrap());
     let hub_app = axum::Router::new()
-        .route("/api/models/{owner}/{name}/revision/{rev}", axum::routing::get(revision))
-        .route("/{owner}/{name}/resolve/{rev}/{*file}", axum::routing::get(resolve).head(resolve))
+        .route(
+            "/api/models/{owner}/{name}/revision/{rev}",
+            axum::routing::get(revision),
+        )
+        .route(
+            "/{owner}/{name}/resolve/{rev}/{*file}",
+            axum::routing::get(resolve).head(resolve),
+        )
         .with_state((state, cdn));
     tokio::spawn(async move { axum::serve(hub_listener, hub_app).await.unwrap() });
     hub
@@ -196,10 +228,16 @@ fn repo_from_fixture() -> Repo {
     let mut files = BTreeMap::new();
     for e in std::fs::read_dir(&dir).unwrap().flatten() {
         if e.file_type().unwrap().is_file() {
-            files.insert(e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap());
+            files.insert(
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            );
         }
     }
-    assert!(files.keys().filter(|f| lfs(f)).count() >= 2, "the fixture has sharded safetensors");
+    assert!(
+        files.keys().filter(|f| lfs(f)).count() >= 2,
+        "the fixture has sharded safetensors"
+    );
     files.insert("README.md".into(), b"# tiny\n".to_vec());
     files.insert("original/consolidated.00.pth".into(), vec![7; 4096]);
     Repo {
@@ -233,28 +271,59 @@ async fn downloads_resume_verify_and_cache() {
     let dir = cache.path().join("meta-llama--tiny").join(COMMIT);
     std::fs::create_dir_all(&dir).unwrap();
     let partial_len = 1000;
-    std::fs::write(dir.join(format!(".{}.incomplete", shards[1])), &expected.files[&shards[1]][..partial_len]).unwrap();
+    std::fs::write(
+        dir.join(format!(".{}.incomplete", shards[1])),
+        &expected.files[&shards[1]][..partial_len],
+    )
+    .unwrap();
 
     let hub = Hub::new(&hub_url, Some(TOKEN.into())).unwrap();
     let got = hub.snapshot("meta-llama/tiny", "main", cache.path()).await.unwrap();
     assert_eq!(got, dir);
     same_files(&dir, &expected);
     assert!(dir.join(".complete").is_file());
-    assert_eq!(std::fs::read_to_string(cache.path().join("meta-llama--tiny/refs/main")).unwrap().trim(), COMMIT);
+    assert_eq!(
+        std::fs::read_to_string(cache.path().join("meta-llama--tiny/refs/main"))
+            .unwrap()
+            .trim(),
+        COMMIT
+    );
     fireweave_ai::hf::Checkpoint::open(&dir).expect("the downloaded folder is a loadable checkpoint");
 
     let seen = state.lock().unwrap().seen.clone();
-    let cdn_gets = |file: &str| -> Vec<Seen> { seen.iter().filter(|s| s.host == "cdn" && s.path.ends_with(file)).cloned().collect() };
+    let cdn_gets = |file: &str| -> Vec<Seen> {
+        seen.iter()
+            .filter(|s| s.host == "cdn" && s.path.ends_with(file))
+            .cloned()
+            .collect()
+    };
     let dropped = cdn_gets(&shards[0]);
     assert_eq!(dropped.len(), 2, "one broken transfer, one resumed: {dropped:?}");
     assert_eq!(dropped[0].range, None);
-    let resumed_at = dropped[1].range.as_deref().and_then(|r| r.strip_prefix("bytes=")).and_then(|r| r.strip_suffix('-'));
+    let resumed_at = dropped[1]
+        .range
+        .as_deref()
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.strip_suffix('-'));
     let resumed_at: usize = resumed_at.expect("second request asks for a range").parse().unwrap();
-    assert!(resumed_at > 0, "the resumed request starts after the bytes already received");
-    assert_eq!(cdn_gets(&shards[1])[0].range.as_deref(), Some(format!("bytes={partial_len}-").as_str()));
-    assert!(seen.iter().filter(|s| s.host == "cdn").all(|s| !s.authorized), "the token was sent to the storage host");
+    assert!(
+        resumed_at > 0,
+        "the resumed request starts after the bytes already received"
+    );
+    assert_eq!(
+        cdn_gets(&shards[1])[0].range.as_deref(),
+        Some(format!("bytes={partial_len}-").as_str())
+    );
+    assert!(
+        seen.iter().filter(|s| s.host == "cdn").all(|s| !s.authorized),
+        "the token was sent to the storage host"
+    );
     assert!(seen.iter().filter(|s| s.host == "hub").all(|s| s.authorized));
-    assert!(!seen.iter().any(|s| s.path.contains("README") || s.path.contains("original/")));
+    assert!(
+        !seen
+            .iter()
+            .any(|s| s.path.contains("README") || s.path.contains("original/"))
+    );
 
     // Cached: a branch asks the Hub which commit it is and downloads nothing; a pinned commit asks nothing.
     let before = state.lock().unwrap().seen.len();
@@ -275,11 +344,17 @@ async fn a_corrupt_file_is_rejected_and_not_kept() {
     let cache = tempfile::tempdir().unwrap();
     let hub = Hub::new(&hub_url, Some(TOKEN.into())).unwrap();
     let err = hub.snapshot("meta-llama/tiny", "main", cache.path()).await.unwrap_err();
-    assert!(matches!(&err, HubError::Checksum { file, algorithm: "sha256", .. } if *file == shard), "{err}");
+    assert!(
+        matches!(&err, HubError::Checksum { file, algorithm: "sha256", .. } if *file == shard),
+        "{err}"
+    );
     assert!(err.to_string().contains(&shard));
     let dir = cache.path().join("meta-llama--tiny").join(COMMIT);
     assert!(!dir.join(&shard).exists(), "a corrupt file got its final name");
-    assert!(!dir.join(format!(".{shard}.incomplete")).exists(), "a corrupt partial would be resumed");
+    assert!(
+        !dir.join(format!(".{shard}.incomplete")).exists(),
+        "a corrupt partial would be resumed"
+    );
     assert!(!dir.join(".complete").exists());
 }
 
@@ -292,7 +367,10 @@ async fn gated_repositories_ask_for_a_token() {
         .snapshot("meta-llama/tiny", "main", cache.path())
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("401") && err.to_string().contains("HF_TOKEN"), "{err}");
+    assert!(
+        err.to_string().contains("401") && err.to_string().contains("HF_TOKEN"),
+        "{err}"
+    );
     let err = Hub::new(&hub_url, Some(TOKEN.into()))
         .unwrap()
         .snapshot("meta-llama/other", "main", cache.path())

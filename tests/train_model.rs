@@ -31,8 +31,14 @@ fn parity(name: &str, tolerance: f64) {
     let diff = (&got - want).abs().max().double_value(&[]);
     let scale = want.abs().max().double_value(&[]);
     eprintln!("{name}: max |ours − transformers| = {diff:.3e} (max |logit| {scale:.2})");
-    assert!(diff <= tolerance, "{name}: max abs logit difference {diff} > {tolerance}");
-    assert!(got.argmax(-1, false).equal(&want.argmax(-1, false)), "{name}: greedy tokens differ");
+    assert!(
+        diff <= tolerance,
+        "{name}: max abs logit difference {diff} > {tolerance}"
+    );
+    assert!(
+        got.argmax(-1, false).equal(&want.argmax(-1, false)),
+        "{name}: greedy tokens differ"
+    );
 }
 
 // Tolerances: absolute, on f32 logits; the sums run in a different order than transformers' kernels.
@@ -182,11 +188,17 @@ fn mask_openai_messages_with_string_arguments() {
 
 #[test]
 fn mask_hard_truncation_cuts_inside_the_only_answer() {
-    let c = conv(vec![Message::user("Explain?"), Message::assistant(&"word ".repeat(300))]);
+    let c = conv(vec![
+        Message::user("Explain?"),
+        Message::assistant(&"word ".repeat(300)),
+    ]);
     let (runs, how) = labeled_runs("tiny-llama31", &c, 64);
     assert_eq!(how, Truncation::Hard);
     assert_eq!(runs.len(), 1);
-    assert!(runs[0].starts_with("word word") && !runs[0].contains("<|eot_id|>"), "{runs:?}");
+    assert!(
+        runs[0].starts_with("word word") && !runs[0].contains("<|eot_id|>"),
+        "{runs:?}"
+    );
 }
 
 /// Our NF4 quantizer against an independent NumPy implementation of the same algorithm, bit for bit, on a
@@ -244,7 +256,12 @@ fn nf4_model_runs_on_the_dequantized_weights() {
     let mut tensors: Vec<(String, Tensor)> = Vec::new();
     let mut rounded = std::collections::BTreeSet::new();
     for layer in 0..layers {
-        for group in [&["q_proj", "k_proj", "v_proj"][..], &["o_proj"], &["gate_proj", "up_proj"], &["down_proj"]] {
+        for group in [
+            &["q_proj", "k_proj", "v_proj"][..],
+            &["o_proj"],
+            &["gate_proj", "up_proj"],
+            &["down_proj"],
+        ] {
             let names: Vec<String> = group
                 .iter()
                 .map(|p| format!("{}.weight", fireweave_ai::train::model::projection_path(layer, p)))
@@ -262,7 +279,11 @@ fn nf4_model_runs_on_the_dequantized_weights() {
     }
     for name in ck.names().filter(|n| !rounded.contains(*n)) {
         let view = ck.tensor(name).unwrap();
-        tensors.push((name.to_owned(), Tensor::from_slice(&view.to_f32()).view(view.shape.iter().map(|&d| d as i64).collect::<Vec<_>>().as_slice())));
+        tensors.push((
+            name.to_owned(),
+            Tensor::from_slice(&view.to_f32())
+                .view(view.shape.iter().map(|&d| d as i64).collect::<Vec<_>>().as_slice()),
+        ));
     }
     Tensor::write_safetensors(&tensors, tmp.path().join("model.safetensors")).unwrap();
     std::fs::copy(dir.join("config.json"), tmp.path().join("config.json")).unwrap();
@@ -292,7 +313,11 @@ fn nf4_base_stays_close_to_the_f32_model() {
     assert!(qb * 2 < fb, "NF4 layers should hold far less memory");
     let (a, b) = tch::no_grad(|| (full.logits(&ids, None), q.logits(&ids, None)));
     let cos = ((&a * &b).sum(Kind::Double) / (a.norm() * b.norm())).double_value(&[]);
-    let agree = a.argmax(-1, false).eq_tensor(&b.argmax(-1, false)).to_kind(Kind::Float).mean(Kind::Float);
+    let agree = a
+        .argmax(-1, false)
+        .eq_tensor(&b.argmax(-1, false))
+        .to_kind(Kind::Float)
+        .mean(Kind::Float);
     let agree = agree.double_value(&[]);
     eprintln!("NF4 vs f32 SmolLM2 logits: cosine {cos:.5}, greedy agreement {agree:.3}");
     assert!(cos > 0.9, "cosine {cos}");

@@ -31,8 +31,11 @@ fn lora_spec(r: u32, alpha: u32) -> LoraSpec {
 fn random_adapter(model: &Llama, spec: &LoraSpec, seed: i64) -> (LoraStore, BTreeMap<String, Tensor>) {
     tch::manual_seed(seed);
     let mut lora = LoraStore::new(model, spec);
-    let values: BTreeMap<String, Tensor> =
-        lora.named().into_iter().map(|(n, t)| (n, t.detach().randn_like() * 0.05)).collect();
+    let values: BTreeMap<String, Tensor> = lora
+        .named()
+        .into_iter()
+        .map(|(n, t)| (n, t.detach().randn_like() * 0.05))
+        .collect();
     lora.load_values(&values).unwrap();
     (lora, values)
 }
@@ -88,7 +91,10 @@ fn exported_adapter_and_merge_match_peft_and_transformers() {
     let input = Tensor::from_slice(&ids).unsqueeze(0);
     let ours = tch::no_grad(|| model.logits(&input, Some(&lora))).squeeze_dim(0);
     let base_only = tch::no_grad(|| model.logits(&input, None)).squeeze_dim(0);
-    assert!((&ours - &base_only).abs().max().double_value(&[]) > 1e-3, "adapter has no effect: test is void");
+    assert!(
+        (&ours - &base_only).abs().max().double_value(&[]) > 1e-3,
+        "adapter has no effect: test is void"
+    );
     let out = tmp.path().join("peft.safetensors");
     let ids_json = serde_json::to_string(&ids).unwrap();
     run_python("peft_logits.py", &[&base_dir, &adapter, &ids_json, &out, &merged]);
@@ -101,7 +107,10 @@ fn exported_adapter_and_merge_match_peft_and_transformers() {
     }
     let cfg: serde_json::Value =
         serde_json::from_slice(&std::fs::read(adapter.join("adapter_config.json")).unwrap()).unwrap();
-    assert_eq!((cfg["peft_type"].as_str(), cfg["r"].as_u64(), cfg["lora_alpha"].as_u64()), (Some("LORA"), Some(4), Some(8)));
+    assert_eq!(
+        (cfg["peft_type"].as_str(), cfg["r"].as_u64(), cfg["lora_alpha"].as_u64()),
+        (Some("LORA"), Some(4), Some(8))
+    );
 }
 
 /// Batches of FireWeave Q&A examples (two per batch, different lengths, so padding is exercised).
@@ -116,7 +125,11 @@ fn qa_batches(model_dir: &Path, steps: usize) -> Vec<Vec<Example>> {
     let convs: Vec<Conversation> = support::QA
         .iter()
         .map(|(q, a)| Conversation {
-            messages: vec![Message::system(support::SYSTEM), Message::user(*q), Message::assistant(*a)],
+            messages: vec![
+                Message::system(support::SYSTEM),
+                Message::user(*q),
+                Message::assistant(*a),
+            ],
             tools: Vec::new(),
         })
         .collect();
@@ -143,12 +156,21 @@ fn training_steps_match_peft() {
     let batches_path = tmp.path().join("batches.json");
     let json: Vec<serde_json::Value> = batches
         .iter()
-        .map(|b| serde_json::json!(b.iter().map(|e| serde_json::json!({"ids": e.ids, "labels": e.labels()})).collect::<Vec<_>>()))
+        .map(|b| {
+            serde_json::json!(
+                b.iter()
+                    .map(|e| serde_json::json!({"ids": e.ids, "labels": e.labels()}))
+                    .collect::<Vec<_>>()
+            )
+        })
         .collect();
     std::fs::write(&batches_path, serde_json::to_vec(&json).unwrap()).unwrap();
     let out = tmp.path().join("theirs.safetensors");
     let (lr_s, wd_s, norm_s) = (lr.to_string(), wd.to_string(), max_norm.to_string());
-    run_python("peft_train.py", &[&base_dir, &adapter, &batches_path, &lr_s, &wd_s, &norm_s, &out]);
+    run_python(
+        "peft_train.py",
+        &[&base_dir, &adapter, &batches_path, &lr_s, &wd_s, &norm_s, &out],
+    );
     let theirs: BTreeMap<String, Tensor> = Tensor::read_safetensors(&out).unwrap().into_iter().collect();
     let their_losses: Vec<f64> = Vec::try_from(&theirs["losses"]).unwrap();
 
@@ -177,7 +199,10 @@ fn training_steps_match_peft() {
         }
         eprintln!("recompute={recompute}: losses ours {losses:?} peft {their_losses:?}");
         for (a, b) in losses.iter().zip(&their_losses) {
-            assert!((a - b).abs() <= 1e-5 * b.abs(), "recompute={recompute}: loss {a} vs peft {b}");
+            assert!(
+                (a - b).abs() <= 1e-5 * b.abs(),
+                "recompute={recompute}: loss {a} vs peft {b}"
+            );
         }
         // Adam normalizes each element's step (≈ lr·sign(gradient) early on), so an element whose gradient is
         // at float-noise level can take a visibly different step; every other element must agree closely.
@@ -189,8 +214,16 @@ fn training_steps_match_peft() {
             total += d.numel() as i64;
             moved = moved.max((t - &start[&name]).abs().max().double_value(&[]));
         }
-        eprintln!("recompute={recompute}: max |adapter ours − peft| = {worst:.3e} (largest move {moved:.3e}); {loose} of {total} elements differ by > 1e-6");
-        assert!(loose * 1000 <= total, "recompute={recompute}: {loose} of {total} adapter elements differ from peft's");
-        assert!(worst <= 0.02 * moved, "recompute={recompute}: adapters differ by {worst} (steps moved {moved})");
+        eprintln!(
+            "recompute={recompute}: max |adapter ours − peft| = {worst:.3e} (largest move {moved:.3e}); {loose} of {total} elements differ by > 1e-6"
+        );
+        assert!(
+            loose * 1000 <= total,
+            "recompute={recompute}: {loose} of {total} adapter elements differ from peft's"
+        );
+        assert!(
+            worst <= 0.02 * moved,
+            "recompute={recompute}: adapters differ by {worst} (steps moved {moved})"
+        );
     }
 }

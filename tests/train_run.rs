@@ -11,22 +11,35 @@ use support::fixture;
 
 fn train_cmd(manifest: &Path, artifacts: &Path, dataset: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_fireweave-ai"));
-    c.args(["train", "--device", "cpu", "--threads", "1", "--metrics-addr", "127.0.0.1:0", "--no-progress"])
-        .arg("--spec")
-        .arg(manifest)
-        .arg("--artifacts")
-        .arg(artifacts)
-        .arg("--dataset")
-        .arg(dataset)
-        .env("RUST_LOG", "warn")
-        .stderr(Stdio::inherit());
+    c.args([
+        "train",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--no-progress",
+    ])
+    .arg("--spec")
+    .arg(manifest)
+    .arg("--artifacts")
+    .arg(artifacts)
+    .arg("--dataset")
+    .arg(dataset)
+    .env("RUST_LOG", "warn")
+    .stderr(Stdio::inherit());
     c
 }
 
 /// Runs to completion and returns the JSON result (the last stdout line).
 fn train(manifest: &Path, artifacts: &Path, dataset: &Path) -> serde_json::Value {
     let out = train_cmd(manifest, artifacts, dataset).output().unwrap();
-    assert!(out.status.success(), "train failed: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "train failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
 }
@@ -50,8 +63,14 @@ fn newest_checkpoint(checkpoints: &Path) -> usize {
 fn wait_for_checkpoint(child: &mut std::process::Child, checkpoints: &Path, after: usize) {
     let deadline = Instant::now() + Duration::from_secs(300);
     while newest_checkpoint(checkpoints) <= after {
-        assert!(child.try_wait().unwrap().is_none(), "run ended before writing a checkpoint after step {after}");
-        assert!(Instant::now() < deadline, "no checkpoint after step {after} within 300 s");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "run ended before writing a checkpoint after step {after}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint after step {after} within 300 s"
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
 }
@@ -72,24 +91,39 @@ fn killed_run_resumes_to_the_bitwise_same_adapter() {
     // 1) SIGKILL right after the first checkpoint: no chance to clean up, as with a node that disappears.
     let resumed = tmp.path().join("resumed");
     let checkpoints = run_dir(&resumed).join("checkpoints");
-    let mut child = train_cmd(&manifest, &resumed, &dataset).stdout(Stdio::null()).spawn().unwrap();
+    let mut child = train_cmd(&manifest, &resumed, &dataset)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
     wait_for_checkpoint(&mut child, &checkpoints, 0);
     child.kill().unwrap();
     child.wait().unwrap();
     let first = newest_checkpoint(&checkpoints);
-    assert!(first < 24, "the run finished before the kill landed: the test did not test resuming");
+    assert!(
+        first < 24,
+        "the run finished before the kill landed: the test did not test resuming"
+    );
 
     // 2) SIGTERM (what a preempted Pod receives) once the restarted run has passed that checkpoint: it
     // checkpoints the step it is in and stops.
-    let mut child = train_cmd(&manifest, &resumed, &dataset).stdout(Stdio::null()).spawn().unwrap();
+    let mut child = train_cmd(&manifest, &resumed, &dataset)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
     wait_for_checkpoint(&mut child, &checkpoints, first);
     let pid = child.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let status = child.wait().unwrap();
     assert!(!status.success(), "SIGTERM must not look like a finished run");
     let second = newest_checkpoint(&checkpoints);
-    assert!(second > first && second < 24, "SIGTERM left checkpoint {second} (after {first})");
-    assert!(!run_dir(&resumed).join("adapter").exists(), "no adapter before training ends");
+    assert!(
+        second > first && second < 24,
+        "SIGTERM left checkpoint {second} (after {first})"
+    );
+    assert!(
+        !run_dir(&resumed).join("adapter").exists(),
+        "no adapter before training ends"
+    );
 
     // 3) The third start finishes.
     let result = train(&manifest, &resumed, &dataset);
@@ -99,7 +133,11 @@ fn killed_run_resumes_to_the_bitwise_same_adapter() {
     assert!(a == b, "resumed adapter differs from the uninterrupted run's");
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run_dir(&resumed).join("report/metrics.json")).unwrap()).unwrap();
-    assert_eq!(report["losses"].as_array().unwrap().len(), 24, "loss history survives the restart");
+    assert_eq!(
+        report["losses"].as_array().unwrap().len(),
+        24,
+        "loss history survives the restart"
+    );
 }
 
 #[test]
@@ -121,10 +159,18 @@ fn smollm2_learns_the_fireweave_set() {
     let result = train(&manifest, tmp.path(), &dataset);
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run_dir(tmp.path()).join("report/metrics.json")).unwrap()).unwrap();
-    let evals: Vec<f64> = report["evals"].as_array().unwrap().iter().map(|e| e["loss"].as_f64().unwrap()).collect();
+    let evals: Vec<f64> = report["evals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["loss"].as_f64().unwrap())
+        .collect();
     eprintln!("eval loss: base model, then after each epoch: {evals:?}; result {result}");
     assert_eq!(evals.len(), 4);
-    assert!(evals[1] < evals[0] && evals[3] < evals[1] * 0.8, "eval loss did not drop: {evals:?}");
+    assert!(
+        evals[1] < evals[0] && evals[3] < evals[1] * 0.8,
+        "eval loss did not drop: {evals:?}"
+    );
 
     // The adapter, loaded back, answers a trained question with its trained answer.
     // The other test of this binary runs beside this one: one libtorch thread each.
@@ -140,18 +186,37 @@ fn smollm2_learns_the_fireweave_set() {
         },
     );
     let adapter = run_dir(tmp.path()).join("adapter/adapter_model.safetensors");
-    lora.load_values(&Tensor::read_safetensors(adapter).unwrap().into_iter().collect()).unwrap();
+    lora.load_values(&Tensor::read_safetensors(adapter).unwrap().into_iter().collect())
+        .unwrap();
     let template = ChatTemplate::from_model_dir(&model_dir).unwrap();
     let tokenizer = tokenizers::Tokenizer::from_file(model_dir.join("tokenizer.json")).unwrap();
     let (q, a) = support::QA[3];
-    let prompt = template.render(&[Message::system(support::SYSTEM), Message::user(q)], &[], true).unwrap();
-    let ids: Vec<i64> = tokenizer.encode(prompt, false).unwrap().get_ids().iter().map(|&i| i as i64).collect();
+    let prompt = template
+        .render(&[Message::system(support::SYSTEM), Message::user(q)], &[], true)
+        .unwrap();
+    let ids: Vec<i64> = tokenizer
+        .encode(prompt, false)
+        .unwrap()
+        .get_ids()
+        .iter()
+        .map(|&i| i as i64)
+        .collect();
     let stop = tokenizer.token_to_id("<|im_end|>").unwrap() as i64;
-    let decode = |ids: Vec<i64>| tokenizer.decode(&ids.iter().map(|&i| i as u32).collect::<Vec<_>>(), false).unwrap();
+    let decode = |ids: Vec<i64>| {
+        tokenizer
+            .decode(&ids.iter().map(|&i| i as u32).collect::<Vec<_>>(), false)
+            .unwrap()
+    };
     let before = decode(model.greedy(&ids, 24, &[stop], None));
     let after = decode(model.greedy(&ids, 24, &[stop], Some(&lora)));
     eprintln!("base: {before:?}\ntrained: {after:?}");
     let key = "PCI-DSS, SOC2, NIST 800-53";
-    assert!(!before.contains(key), "the base model already knew the answer: the test proves nothing");
-    assert!(a.contains(key) && after.contains(key), "trained answer not reproduced: {after:?}");
+    assert!(
+        !before.contains(key),
+        "the base model already knew the answer: the test proves nothing"
+    );
+    assert!(
+        a.contains(key) && after.contains(key),
+        "trained answer not reproduced: {after:?}"
+    );
 }

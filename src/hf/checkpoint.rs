@@ -199,9 +199,11 @@ impl Checkpoint {
         // MADV_DONTNEED only evicts pages: any later access, through views still alive included, reads the
         // same bytes from the file again. memmap2 widens the range to whole pages.
         let _ = unsafe {
-            self.shards[e.shard]
-                .map
-                .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, e.start, e.end - e.start)
+            self.shards[e.shard].map.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                e.start,
+                e.end - e.start,
+            )
         };
     }
 

@@ -78,16 +78,38 @@ fn thread_cpu_seconds() -> f64 {
 
 /// The chat workload's conversations: the seed's system prompt, a FireWeave question, a multi-sentence answer.
 fn chat_conversations() -> Vec<Conversation> {
-    const SYSTEM: &str = "You are a Network Security Expert integrated with FireWeave. Provide accurate, detailed technical guidance.";
+    const SYSTEM: &str =
+        "You are a Network Security Expert integrated with FireWeave. Provide accurate, detailed technical guidance.";
     let topics = [
-        ("check whether 10.1.4.20 can reach 10.2.8.9 on TCP 443", "run check_traffic_flow"),
-        ("find shadowed rules on the Palo Alto edge firewall", "open the policy analysis view"),
-        ("prepare a PCI-DSS compliance scan", "call run_compliance_scan with framework PCI-DSS"),
-        ("bulk import rules from a spreadsheet", "upload the CSV in the bulk import wizard"),
+        (
+            "check whether 10.1.4.20 can reach 10.2.8.9 on TCP 443",
+            "run check_traffic_flow",
+        ),
+        (
+            "find shadowed rules on the Palo Alto edge firewall",
+            "open the policy analysis view",
+        ),
+        (
+            "prepare a PCI-DSS compliance scan",
+            "call run_compliance_scan with framework PCI-DSS",
+        ),
+        (
+            "bulk import rules from a spreadsheet",
+            "upload the CSV in the bulk import wizard",
+        ),
         ("roll back a rule change", "restore the previous policy version"),
-        ("connect FireWeave to ServiceNow", "add the ServiceNow integration with an API user"),
-        ("clean up duplicate address objects", "run the object deduplication report"),
-        ("fix a topology collection that times out", "check the collector's credentials and reachability"),
+        (
+            "connect FireWeave to ServiceNow",
+            "add the ServiceNow integration with an API user",
+        ),
+        (
+            "clean up duplicate address objects",
+            "run the object deduplication report",
+        ),
+        (
+            "fix a topology collection that times out",
+            "check the collector's credentials and reachability",
+        ),
     ];
     (0..32)
         .map(|i| {
@@ -111,11 +133,19 @@ fn batches(args: &BenchArgs, model: &Llama) -> Result<Vec<Vec<Example>>, TrainEr
     match args.workload {
         Workload::Synthetic => {
             let vocab = model.config.vocab_size as i64;
-            let ids = Tensor::randint(vocab, [(n * args.batch) as i64, args.seq as i64], (Kind::Int64, Device::Cpu));
+            let ids = Tensor::randint(
+                vocab,
+                [(n * args.batch) as i64, args.seq as i64],
+                (Kind::Int64, Device::Cpu),
+            );
             let rows: Vec<Vec<i64>> = Vec::<Vec<i64>>::try_from(ids).map_err(|e| TrainError::Bench(e.to_string()))?;
             Ok(rows
                 .chunks(args.batch)
-                .map(|c| c.iter().map(|ids| Example::from_labels(ids.clone(), ids.clone())).collect())
+                .map(|c| {
+                    c.iter()
+                        .map(|ids| Example::from_labels(ids.clone(), ids.clone()))
+                        .collect()
+                })
                 .collect())
         }
         Workload::Chat => {
@@ -180,7 +210,10 @@ pub fn run(args: &BenchArgs) -> Result<(), TrainError> {
     let cpu_secs: f64 = cpu_times.iter().sum();
     let tokens: usize = batches[1..].iter().map(|b| tokens_of(b)).sum();
     let trained: usize = batches[1..].iter().map(|b| trained_of(b)).sum();
-    let padded: usize = batches[1..].iter().map(|b| b.len() * b.iter().map(|e| e.ids.len()).max().unwrap_or(0)).sum();
+    let padded: usize = batches[1..]
+        .iter()
+        .map(|b| b.len() * b.iter().map(|e| e.ids.len()).max().unwrap_or(0))
+        .sum();
     let ours_tps = tokens as f64 / secs;
     let ours_rss = peak_rss_mib();
     println!(
@@ -207,10 +240,15 @@ pub fn run(args: &BenchArgs) -> Result<(), TrainError> {
     let json: Vec<serde_json::Value> = batches
         .iter()
         .map(|b| {
-            serde_json::json!(b.iter().map(|e| serde_json::json!({"ids": e.ids, "labels": e.labels()})).collect::<Vec<_>>())
+            serde_json::json!(
+                b.iter()
+                    .map(|e| serde_json::json!({"ids": e.ids, "labels": e.labels()}))
+                    .collect::<Vec<_>>()
+            )
         })
         .collect();
-    std::fs::write(&batches_path, serde_json::to_vec(&json).expect("json")).map_err(|e| TrainError::Bench(e.to_string()))?;
+    std::fs::write(&batches_path, serde_json::to_vec(&json).expect("json"))
+        .map_err(|e| TrainError::Bench(e.to_string()))?;
     let python = args.python.clone().unwrap_or_else(|| {
         std::env::var_os("FIREWEAVE_VENV")
             .map(|v| PathBuf::from(v).join("bin/python"))
@@ -227,7 +265,10 @@ pub fn run(args: &BenchArgs) -> Result<(), TrainError> {
         .map_err(|e| TrainError::Bench(format!("{}: {e}", python.display())))?;
     let _ = std::fs::remove_dir_all(&dir);
     if !out.status.success() {
-        return Err(TrainError::Bench(format!("{script} failed: {}", String::from_utf8_lossy(&out.stderr))));
+        return Err(TrainError::Bench(format!(
+            "{script} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     let theirs: serde_json::Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or("{}"))

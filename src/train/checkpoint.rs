@@ -104,7 +104,9 @@ pub fn save(
     state.adam_t = opt.t;
     state.files.clear();
     for f in [ADAPTER_FILE, OPTIMIZER_FILE] {
-        state.files.insert(f.to_owned(), hex::encode(sha256_file(&tmp.join(f))?));
+        state
+            .files
+            .insert(f.to_owned(), hex::encode(sha256_file(&tmp.join(f))?));
     }
     // state.json last: it vouches for the tensor files by digest.
     let state_path = tmp.join(STATE_FILE);
@@ -193,19 +195,22 @@ pub fn latest_valid(root: &Path, inputs: &str) -> Option<(PathBuf, TrainState)> 
 pub fn restore(dir: &Path, state: &TrainState, lora: &mut LoraStore, opt: &mut AdamW) -> Result<(), CheckpointIoError> {
     let adapter_path = dir.join(ADAPTER_FILE);
     let values = read_tensors(&adapter_path)?;
-    lora.load_values(&values).map_err(|message| CheckpointIoError::Invalid {
-        path: adapter_path,
-        message,
-    })?;
+    lora.load_values(&values)
+        .map_err(|message| CheckpointIoError::Invalid {
+            path: adapter_path,
+            message,
+        })?;
     let opt_path = dir.join(OPTIMIZER_FILE);
     let moments = read_tensors(&opt_path)?;
     let names: Vec<String> = lora.named().into_iter().map(|(n, _)| n).collect();
     for (i, n) in names.iter().enumerate() {
         let get = |suffix: &str| {
-            moments.get(&format!("{n}.{suffix}")).ok_or_else(|| CheckpointIoError::Invalid {
-                path: opt_path.clone(),
-                message: format!("{n}.{suffix} missing"),
-            })
+            moments
+                .get(&format!("{n}.{suffix}"))
+                .ok_or_else(|| CheckpointIoError::Invalid {
+                    path: opt_path.clone(),
+                    message: format!("{n}.{suffix} missing"),
+                })
         };
         let device = opt.m[i].device();
         opt.m[i] = get("exp_avg")?.to_device(device);

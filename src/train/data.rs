@@ -19,10 +19,16 @@ pub enum DataError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}:{line}: {message}")]
-    Record { path: PathBuf, line: usize, message: String },
+    Record {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
     #[error("example {index}: {source}")]
     Render { index: usize, source: TemplateError },
-    #[error("example {index}: the chat template is not prefix-stable at turn {turn}, so assistant tokens cannot be located")]
+    #[error(
+        "example {index}: the chat template is not prefix-stable at turn {turn}, so assistant tokens cannot be located"
+    )]
     PrefixUnstable { index: usize, turn: usize },
     #[error("tokenizer: {0}")]
     Tokenizer(String),
@@ -52,7 +58,9 @@ pub fn parse_record(value: &Value) -> Result<Conversation, String> {
     let turns = turns.as_array().ok_or("conversation must be an array")?;
     let mut messages = Vec::with_capacity(turns.len());
     for (i, turn) in turns.iter().enumerate() {
-        let role_name = turn[role_key].as_str().ok_or_else(|| format!("turn {i}: missing \"{role_key}\""))?;
+        let role_name = turn[role_key]
+            .as_str()
+            .ok_or_else(|| format!("turn {i}: missing \"{role_key}\""))?;
         let role = match role_name {
             "system" => Role::System,
             "human" | "user" => Role::User,
@@ -70,7 +78,9 @@ pub fn parse_record(value: &Value) -> Result<Conversation, String> {
             for (j, call) in calls.iter().enumerate() {
                 // OpenAI nests under "function"; ShareGPT (our dataset artifact) is flat.
                 let f = call.get("function").unwrap_or(call);
-                let name = f["name"].as_str().ok_or_else(|| format!("turn {i}: tool call {j}: missing name"))?;
+                let name = f["name"]
+                    .as_str()
+                    .ok_or_else(|| format!("turn {i}: tool call {j}: missing name"))?;
                 let arguments = match &f["arguments"] {
                     // OpenAI sends a JSON string; decode it or the template would double-encode it.
                     Value::String(s) => serde_json::from_str(s)

@@ -31,7 +31,12 @@ fn torch(path: &Path) -> impl FnOnce(tch::TchError) -> CheckpointIoError + '_ {
 }
 
 /// Writes `adapter_config.json` + `adapter_model.safetensors` (f32, PEFT names) into `dest`, atomically.
-pub fn save_peft(dest: &Path, lora: &LoraStore, base_model: &str, revision: Option<&str>) -> Result<(), CheckpointIoError> {
+pub fn save_peft(
+    dest: &Path,
+    lora: &LoraStore,
+    base_model: &str,
+    revision: Option<&str>,
+) -> Result<(), CheckpointIoError> {
     let tmp = artifact::staging(dest)?;
     let tensors: Vec<(String, Tensor)> = lora
         .named()
@@ -115,7 +120,9 @@ pub fn save_merged(dest: &Path, base: &Checkpoint, lora: &LoraStore) -> Result<(
                     let orig = weights::to_tensor(&view, Kind::Float, Device::Cpu).map_err(torch(base.dir()))?;
                     (orig + delta.to_device(Device::Cpu)).to_kind(weights::kind_of(view.dtype))
                 }
-                None => weights::to_tensor(&view, weights::kind_of(view.dtype), Device::Cpu).map_err(torch(base.dir()))?,
+                None => {
+                    weights::to_tensor(&view, weights::kind_of(view.dtype), Device::Cpu).map_err(torch(base.dir()))?
+                }
             };
             weight_map.insert(name.to_owned(), file_of(i).into());
             tensors.push((name.to_owned(), merged));
@@ -124,7 +131,8 @@ pub fn save_merged(dest: &Path, base: &Checkpoint, lora: &LoraStore) -> Result<(
         Tensor::write_safetensors(&tensors, &path).map_err(torch(&path))?;
     }
     if count > 1 {
-        let index = serde_json::json!({"metadata": {"total_size": sizes.iter().sum::<usize>()}, "weight_map": weight_map});
+        let index =
+            serde_json::json!({"metadata": {"total_size": sizes.iter().sum::<usize>()}, "weight_map": weight_map});
         let path = tmp.join("model.safetensors.index.json");
         std::fs::write(&path, serde_json::to_vec_pretty(&index).expect("index serializes")).map_err(io(&path))?;
     }

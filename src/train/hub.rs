@@ -26,7 +26,11 @@ pub enum HubError {
     #[error("{url}: {source}")]
     Http { url: String, source: reqwest::Error },
     #[error("{url}: HTTP {status}{hint}")]
-    Status { url: String, status: u16, hint: &'static str },
+    Status {
+        url: String,
+        status: u16,
+        hint: &'static str,
+    },
     #[error("{url}: {message}")]
     Protocol { url: String, message: String },
     #[error("{path}: {source}")]
@@ -41,7 +45,11 @@ pub enum HubError {
         actual: String,
     },
     #[error("{repo}@{revision}: {message}")]
-    Repo { repo: String, revision: String, message: String },
+    Repo {
+        repo: String,
+        revision: String,
+        message: String,
+    },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> HubError + '_ {
@@ -88,7 +96,11 @@ pub enum Checksum {
 
 /// The checksum an ETag names: 64 hex digits are an LFS sha256, 40 a git blob id.
 pub fn checksum_of_etag(etag: &str) -> Checksum {
-    let e = etag.trim().trim_start_matches("W/").trim_matches('"').to_ascii_lowercase();
+    let e = etag
+        .trim()
+        .trim_start_matches("W/")
+        .trim_matches('"')
+        .to_ascii_lowercase();
     let hex = e.bytes().all(|b| b.is_ascii_hexdigit());
     match e.len() {
         64 if hex => Checksum::Sha256(e),
@@ -149,16 +161,26 @@ impl Hub {
             .authorized(self.api.get(&url), &url)
             .send()
             .await
-            .map_err(|source| HubError::Http { url: url.clone(), source })?;
+            .map_err(|source| HubError::Http {
+                url: url.clone(),
+                source,
+            })?;
         check_status(&url, &resp)?;
-        let info: serde_json::Value = resp.json().await.map_err(|source| HubError::Http { url: url.clone(), source })?;
+        let info: serde_json::Value = resp.json().await.map_err(|source| HubError::Http {
+            url: url.clone(),
+            source,
+        })?;
         let commit = info["sha"].as_str().ok_or_else(|| HubError::Protocol {
             url: url.clone(),
             message: "no \"sha\" in the answer".into(),
         })?;
         let files = info["siblings"]
             .as_array()
-            .map(|s| s.iter().filter_map(|f| f["rfilename"].as_str().map(str::to_owned)).collect())
+            .map(|s| {
+                s.iter()
+                    .filter_map(|f| f["rfilename"].as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default();
         Ok((commit.to_owned(), files))
     }
@@ -170,8 +192,16 @@ impl Hub {
             .authorized(self.api.head(&url), &url)
             .send()
             .await
-            .map_err(|source| HubError::Http { url: url.clone(), source })?;
-        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            .map_err(|source| HubError::Http {
+                url: url.clone(),
+                source,
+            })?;
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
         if resp.status().is_redirection() {
             let location = header("location").ok_or_else(|| HubError::Protocol {
                 url: url.clone(),
@@ -269,7 +299,10 @@ impl Hub {
         if have > 0 {
             req = req.header(reqwest::header::RANGE, format!("bytes={have}-"));
         }
-        let mut resp = req.send().await.map_err(|source| HubError::Http { url: url.clone(), source })?;
+        let mut resp = req.send().await.map_err(|source| HubError::Http {
+            url: url.clone(),
+            source,
+        })?;
         let append = match resp.status().as_u16() {
             206 => true,
             // The server ignored the range: start over.
@@ -288,7 +321,10 @@ impl Hub {
             .truncate(!append)
             .open(partial)
             .map_err(io(partial))?;
-        while let Some(chunk) = resp.chunk().await.map_err(|source| HubError::Http { url: url.clone(), source })? {
+        while let Some(chunk) = resp.chunk().await.map_err(|source| HubError::Http {
+            url: url.clone(),
+            source,
+        })? {
             file.write_all(&chunk).map_err(io(partial))?;
         }
         file.sync_all().map_err(io(partial))
@@ -365,7 +401,9 @@ fn check_status(url: &str, resp: &reqwest::Response) -> Result<(), HubError> {
         return Ok(());
     }
     let hint = match status.as_u16() {
-        401 | 403 => ": gated or private repository — set HF_TOKEN (spec.baseModel.huggingFace.tokenSecretRef) to a token with access",
+        401 | 403 => {
+            ": gated or private repository — set HF_TOKEN (spec.baseModel.huggingFace.tokenSecretRef) to a token with access"
+        }
         404 => ": no such repository, revision or file",
         429 => ": rate limited by the Hub",
         _ => "",
@@ -413,23 +451,39 @@ mod tests {
     fn etags_name_their_checksum() {
         let sha = "a".repeat(64);
         assert_eq!(checksum_of_etag(&format!("\"{sha}\"")), Checksum::Sha256(sha.clone()));
-        assert_eq!(checksum_of_etag(&format!("W/\"{}\"", "B".repeat(40))), Checksum::GitBlob("b".repeat(40)));
+        assert_eq!(
+            checksum_of_etag(&format!("W/\"{}\"", "B".repeat(40))),
+            Checksum::GitBlob("b".repeat(40))
+        );
         assert_eq!(checksum_of_etag("\"xyz\""), Checksum::None);
     }
 
     #[test]
     fn only_model_files_are_fetched() {
-        for f in ["config.json", "model-00001-of-00004.safetensors", "tokenizer.json", "chat_template.jinja"] {
+        for f in [
+            "config.json",
+            "model-00001-of-00004.safetensors",
+            "tokenizer.json",
+            "chat_template.jinja",
+        ] {
             assert!(wanted(f), "{f}");
         }
-        for f in ["original/consolidated.00.pth", "README.md", "original/params.json", "model.gguf"] {
+        for f in [
+            "original/consolidated.00.pth",
+            "README.md",
+            "original/params.json",
+            "model.gguf",
+        ] {
             assert!(!wanted(f), "{f}");
         }
     }
 
     #[test]
     fn the_token_stays_on_the_hub() {
-        assert!(same_host("https://huggingface.co/a/b/resolve/x/config.json", "https://huggingface.co"));
+        assert!(same_host(
+            "https://huggingface.co/a/b/resolve/x/config.json",
+            "https://huggingface.co"
+        ));
         assert!(!same_host("https://cdn-lfs.hf.co/repos/x", "https://huggingface.co"));
         assert!(!same_host("http://127.0.0.1:81/x", "http://127.0.0.1:80"));
     }

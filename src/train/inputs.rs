@@ -61,7 +61,11 @@ pub struct DatasetInput {
 /// A URI from the operator: relative to the artifact root (absolute paths are taken as they are).
 fn under(artifacts: &Path, uri: &str) -> PathBuf {
     let p = Path::new(uri);
-    if p.is_absolute() { p.to_owned() } else { artifacts.join(p) }
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        artifacts.join(p)
+    }
 }
 
 /// The folder to read and the digest it must have: `--dataset`, else the operator's env variables, else the
@@ -147,10 +151,7 @@ pub fn base_model(tr: &TrainingRun, artifacts: &Path, spec_path: &Path) -> Resul
         let candidates = if p.is_absolute() {
             vec![p.to_owned()]
         } else {
-            vec![
-                artifacts.join(p),
-                spec_path.parent().unwrap_or(Path::new(".")).join(p),
-            ]
+            vec![artifacts.join(p), spec_path.parent().unwrap_or(Path::new(".")).join(p)]
         };
         return match candidates.iter().find(|c| c.join("config.json").is_file()) {
             Some(dir) => Ok(ModelInput {
@@ -160,7 +161,11 @@ pub fn base_model(tr: &TrainingRun, artifacts: &Path, spec_path: &Path) -> Resul
             }),
             None => Err(InputError::ModelPath {
                 path: path.clone(),
-                tried: candidates.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", "),
+                tried: candidates
+                    .iter()
+                    .map(|c| c.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             }),
         };
     }
@@ -208,13 +213,19 @@ mod tests {
             ..Default::default()
         };
         let got = dataset(&tr, root.path(), &env).unwrap();
-        assert_eq!((got.dir.as_path(), got.digest.as_str(), got.source), (b.as_path(), db2.as_str(), "FIREWEAVE_DATASET_URI"));
+        assert_eq!(
+            (got.dir.as_path(), got.digest.as_str(), got.source),
+            (b.as_path(), db2.as_str(), "FIREWEAVE_DATASET_URI")
+        );
         let wrong = DatasetHints {
             env_digest: Some(format!("sha256:{da}")),
             ..env
         };
         let err = dataset(&tr, root.path(), &wrong).unwrap_err().to_string();
-        assert!(err.contains("digest is sha256:") && err.contains("FIREWEAVE_DATASET_URI"), "{err}");
+        assert!(
+            err.contains("digest is sha256:") && err.contains("FIREWEAVE_DATASET_URI"),
+            "{err}"
+        );
         let cli = DatasetHints {
             cli: Some(a.clone()),
             ..wrong
@@ -226,7 +237,9 @@ mod tests {
     fn newest_build_only_as_a_last_resort() {
         let root = tempfile::tempdir().unwrap();
         let tr = run("");
-        let err = dataset(&tr, root.path(), &DatasetHints::default()).unwrap_err().to_string();
+        let err = dataset(&tr, root.path(), &DatasetHints::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no build with a train.jsonl"), "{err}");
         build(&root.path().join("datasets/ai/fw/old"));
         std::thread::sleep(std::time::Duration::from_millis(20));

@@ -41,7 +41,9 @@ impl LoraStore {
                 let (out, inp) = projection_shape(&model.config, idx);
                 let bound = 1.0 / (inp as f64).sqrt();
                 let opts = (Kind::Float, model.device);
-                let a = Tensor::empty([r, inp], opts).uniform_(-bound, bound).set_requires_grad(true);
+                let a = Tensor::empty([r, inp], opts)
+                    .uniform_(-bound, bound)
+                    .set_requires_grad(true);
                 let b = Tensor::zeros([out, r], opts).set_requires_grad(true);
                 adapters.push(Some(Adapter { a, b }));
             }
@@ -80,7 +82,11 @@ impl LoraStore {
         let down: Vec<Tensor> = if dropout {
             present
                 .iter()
-                .map(|ad| x.dropout(self.spec.dropout, true).linear::<Tensor>(&ad.a.to_kind(kind), None) * self.scaling)
+                .map(|ad| {
+                    x.dropout(self.spec.dropout, true)
+                        .linear::<Tensor>(&ad.a.to_kind(kind), None)
+                        * self.scaling
+                })
                 .collect()
         } else if present.len() == 1 {
             vec![x.linear::<Tensor>(&present[0].a.to_kind(kind), None) * self.scaling]

@@ -142,7 +142,10 @@ impl Llama {
             .map(|l| {
                 dense(&l.input_norm)
                     + dense(&l.post_norm)
-                    + [&l.qkv, &l.o, &l.gate_up, &l.down].iter().map(|g| g.weight.bytes()).sum::<i64>()
+                    + [&l.qkv, &l.o, &l.gate_up, &l.down]
+                        .iter()
+                        .map(|g| g.weight.bytes())
+                        .sum::<i64>()
             })
             .sum();
         layers + dense(&self.embed) + dense(&self.norm) + self.lm_head.as_ref().map_or(0, dense)
@@ -272,7 +275,10 @@ impl Llama {
             while start < n {
                 let len = chunk.min(n - start);
                 let t = targets.narrow(0, start, len).unsqueeze(1);
-                let mut logits = rows.narrow(0, start, len).linear::<Tensor>(w, None).to_kind(Kind::Float);
+                let mut logits = rows
+                    .narrow(0, start, len)
+                    .linear::<Tensor>(w, None)
+                    .to_kind(Kind::Float);
                 let target_logit = logits.gather(1, &t, false);
                 let max = logits.amax([-1], true);
                 let _ = logits.g_sub_(&max).exp_();
@@ -289,7 +295,13 @@ impl Llama {
                 start += len;
             }
         });
-        let grad = grad_scale.map(|_| if grads.len() == 1 { grads.pop().expect("one") } else { Tensor::cat(&grads, 0) });
+        let grad = grad_scale.map(|_| {
+            if grads.len() == 1 {
+                grads.pop().expect("one")
+            } else {
+                Tensor::cat(&grads, 0)
+            }
+        });
         (sum, grad)
     }
 

@@ -244,7 +244,9 @@ mod tests {
 
     #[test]
     fn tensor_dequantization_equals_the_scalar_one() {
-        let values: Vec<f32> = (0..(128 * 70)).map(|i| ((i * 7919) % 1000) as f32 / 250.0 - 2.0).collect();
+        let values: Vec<f32> = (0..(128 * 70))
+            .map(|i| ((i * 7919) % 1000) as f32 / 250.0 - 2.0)
+            .collect();
         let q = Nf4::from_f32(&values, &[128, 70], Device::Cpu);
         let got: Vec<f32> = Vec::try_from(q.dequantize(Kind::Float).view([-1])).unwrap();
         assert_eq!(got, dequantize_parts(&quantize(&values), values.len()));

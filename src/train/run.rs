@@ -191,7 +191,9 @@ pub fn run(args: &TrainArgs) -> Result<TrainResult, TrainError> {
     let nf4 = tr.spec.base_quantization == BaseQuantization::Nf4;
     let recompute = spec::recompute_layers(&tr);
     if nf4 && !device.is_cuda() {
-        tracing::warn!("baseQuantization nf4 on the CPU: correct but slow (weights are dequantized at every use); use none for CPU runs");
+        tracing::warn!(
+            "baseQuantization nf4 on the CPU: correct but slow (weights are dequantized at every use); use none for CPU runs"
+        );
     }
 
     let dataset = inputs::dataset(&tr, &args.artifacts, &DatasetHints::from_env(args.dataset.clone()))?;
@@ -220,10 +222,17 @@ pub fn run(args: &TrainArgs) -> Result<TrainResult, TrainError> {
     if train.is_empty() {
         return Err(TrainError::NoExamples { dir: dataset.dir });
     }
-    tracing::info!(examples = train_stats.examples, truncated = train_stats.truncated_examples,
-        dropped_turns = train_stats.dropped_turns, hard_truncated = train_stats.hard_truncated,
-        skipped = train_stats.skipped_no_labels, tokens = train_stats.tokens,
-        trained_tokens = train_stats.trained_tokens, eval_examples = eval_stats.examples, "dataset encoded");
+    tracing::info!(
+        examples = train_stats.examples,
+        truncated = train_stats.truncated_examples,
+        dropped_turns = train_stats.dropped_turns,
+        hard_truncated = train_stats.hard_truncated,
+        skipped = train_stats.skipped_no_labels,
+        tokens = train_stats.tokens,
+        trained_tokens = train_stats.trained_tokens,
+        eval_examples = eval_stats.examples,
+        "dataset encoded"
+    );
 
     let ck = Checkpoint::open(&model_in.dir)?;
     let load_started = Instant::now();
@@ -238,9 +247,18 @@ pub fn run(args: &TrainArgs) -> Result<TrainResult, TrainError> {
         hp.epochs as usize,
         hp.max_steps.map(|m| m as usize),
     );
-    tracing::info!(?device, ?kind, nf4, recompute, weights_mib = model.weight_bytes() >> 20,
-        load_s = load_started.elapsed().as_secs_f64(), trainable = lora.num_parameters(),
-        steps = total, steps_per_epoch = per_epoch, "model ready");
+    tracing::info!(
+        ?device,
+        ?kind,
+        nf4,
+        recompute,
+        weights_mib = model.weight_bytes() >> 20,
+        load_s = load_started.elapsed().as_secs_f64(),
+        trainable = lora.num_parameters(),
+        steps = total,
+        steps_per_epoch = per_epoch,
+        "model ready"
+    );
 
     let inputs_id = inputs_fingerprint(&tr, &dataset.digest);
     let ck_root = run_dir.join("checkpoints");
@@ -262,8 +280,10 @@ pub fn run(args: &TrainArgs) -> Result<TrainResult, TrainError> {
     let bar = (!args.no_progress && std::io::stderr().is_terminal()).then(|| {
         let b = indicatif::ProgressBar::new(total as u64);
         b.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} steps {msg} [{elapsed_precise}<{eta_precise}]")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} steps {msg} [{elapsed_precise}<{eta_precise}]",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         b.set_position(state.step as u64);
         b
@@ -275,8 +295,14 @@ pub fn run(args: &TrainArgs) -> Result<TrainResult, TrainError> {
     {
         // The base model's eval loss: the point every later evaluation is compared with.
         metrics.eval_loss.set(l);
-        log_with(bar.as_ref(), || tracing::info!(eval_loss = l, "evaluated the base model"));
-        state.evals.push(EvalPoint { epoch: 0, step: 0, loss: l });
+        log_with(bar.as_ref(), || {
+            tracing::info!(eval_loss = l, "evaluated the base model")
+        });
+        state.evals.push(EvalPoint {
+            epoch: 0,
+            step: 0,
+            loss: l,
+        });
     }
 
     watch_sigterm();
@@ -304,7 +330,9 @@ pub fn run(args: &TrainArgs) -> Result<TrainResult, TrainError> {
             let refs: Vec<&Example> = micro.iter().map(|&i| &train[i]).collect();
             let (ids, targets) = tensors(&refs, device);
             let seed = (hp.seed as i64).wrapping_add((step * 1024 + m) as i64);
-            loss_sum += model.forward_backward(&ids, &targets, &lora, scale, recompute, seed).sum;
+            loss_sum += model
+                .forward_backward(&ids, &targets, &lora, scale, recompute, seed)
+                .sum;
             run_tokens += refs.iter().map(|e| e.ids.len() as u64).sum::<u64>();
         }
         let grad_norm = AdamW::clip_grad_norm(&params, hp.max_grad_norm);
@@ -316,7 +344,11 @@ pub fn run(args: &TrainArgs) -> Result<TrainResult, TrainError> {
         state.epoch = state.step / per_epoch;
         state.micro_batch = (state.step % per_epoch) * accum;
         state.tokens += group.iter().flatten().map(|&i| train[i].ids.len() as u64).sum::<u64>();
-        state.losses.push(LossPoint { step: state.step, loss, lr });
+        state.losses.push(LossPoint {
+            step: state.step,
+            loss,
+            lr,
+        });
 
         let elapsed = started.elapsed().as_secs_f64();
         let tps = run_tokens as f64 / elapsed.max(1e-9);
@@ -333,14 +365,25 @@ pub fn run(args: &TrainArgs) -> Result<TrainResult, TrainError> {
                 b.set_position(state.step as u64);
                 b.set_message(format!("loss {loss:.4} lr {lr:.2e} {tps:.0} tok/s"));
             }
-            None => tracing::info!(step = state.step, total, epoch = epoch_f, loss, lr, grad_norm,
-                tokens_per_second = tps.round(), eta_s = eta.round(), "step"),
+            None => tracing::info!(
+                step = state.step,
+                total,
+                epoch = epoch_f,
+                loss,
+                lr,
+                grad_norm,
+                tokens_per_second = tps.round(),
+                eta_s = eta.round(),
+                "step"
+            ),
         }
 
         if state.step % per_epoch == 0 || state.step == total {
             if let Some(l) = eval_loss(&model, &lora, &eval, batch) {
                 metrics.eval_loss.set(l);
-                log_with(bar.as_ref(), || tracing::info!(epoch = epoch_f, step = state.step, eval_loss = l, "evaluated"));
+                log_with(bar.as_ref(), || {
+                    tracing::info!(epoch = epoch_f, step = state.step, eval_loss = l, "evaluated")
+                });
                 state.evals.push(EvalPoint {
                     epoch: state.step.div_ceil(per_epoch),
                     step: state.step,
@@ -351,7 +394,10 @@ pub fn run(args: &TrainArgs) -> Result<TrainResult, TrainError> {
         let stop = STOP.load(Ordering::SeqCst);
         if stop || state.step % tr.spec.checkpoint_every_steps as usize == 0 || state.step == total {
             let dir = checkpoint::save(&ck_root, &lora, &opt, state.clone(), 2)?;
-            log_with(bar.as_ref(), || tracing::info!(checkpoint = %dir.display(), "checkpoint written"));
+            log_with(
+                bar.as_ref(),
+                || tracing::info!(checkpoint = %dir.display(), "checkpoint written"),
+            );
             if stop {
                 return Err(TrainError::Terminated {
                     step: state.step,

@@ -10,7 +10,15 @@ use crate::controller::training_run::build::{DATASET_DIGEST_ANNOTATION, DATASET_
 use std::path::{Path, PathBuf};
 
 /// The seven projections of a Llama layer LoRA can target, in the order HF lists them.
-pub const PROJECTIONS: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+pub const PROJECTIONS: [&str; 7] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
@@ -40,7 +48,9 @@ pub fn load(path: &Path) -> Result<TrainingRun, SpecError> {
     let kind = doc.get("kind").and_then(|k| k.as_str()).unwrap_or("TrainingRun");
     let api_version = doc.get("apiVersion").and_then(|k| k.as_str()).unwrap_or(GROUP);
     if kind != "TrainingRun" || !api_version.starts_with(GROUP) {
-        return Err(invalid(format!("is a {api_version} {kind}, not an {GROUP} TrainingRun")));
+        return Err(invalid(format!(
+            "is a {api_version} {kind}, not an {GROUP} TrainingRun"
+        )));
     }
     let tr: TrainingRun = serde_json::from_value(doc).map_err(|e| invalid(format!("not a TrainingRun: {e}")))?;
     validate(&tr).map_err(invalid)?;
@@ -59,7 +69,10 @@ pub fn validate(tr: &TrainingRun) -> Result<(), String> {
     if let Some(hf) = &s.base_model.hugging_face
         && (hf.repo.split('/').count() != 2 || hf.repo.split('/').any(str::is_empty))
     {
-        return Err(format!("spec.baseModel.huggingFace.repo {:?} is not of the form owner/name", hf.repo));
+        return Err(format!(
+            "spec.baseModel.huggingFace.repo {:?} is not of the form owner/name",
+            hf.repo
+        ));
     }
     validate_lora(&s.lora)?;
     let h = &s.hyperparameters;
@@ -128,7 +141,11 @@ pub fn run_dir(tr: &TrainingRun) -> PathBuf {
 /// The dataset build the operator chose for this attempt, from the annotations it writes into spec.json.
 pub fn dataset_annotation(tr: &TrainingRun) -> (Option<&str>, Option<&str>) {
     let ann = tr.metadata.annotations.as_ref();
-    let get = |key: &str| ann.and_then(|a| a.get(key)).map(String::as_str).filter(|v| !v.is_empty());
+    let get = |key: &str| {
+        ann.and_then(|a| a.get(key))
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    };
     (get(DATASET_URI_ANNOTATION), get(DATASET_DIGEST_ANNOTATION))
 }
 
@@ -166,11 +183,17 @@ mod tests {
         assert_eq!((h.epochs, h.batch_size, h.gradient_accumulation), (3, 2, 4));
         assert_eq!((h.learning_rate, h.weight_decay, h.warmup_steps), (2e-4, 0.01, 10));
         assert_eq!(h.max_seq_length, 2048);
-        assert_eq!((tr.spec.lora.r, tr.spec.lora.alpha, tr.spec.lora.dropout), (16, 16, 0.0));
+        assert_eq!(
+            (tr.spec.lora.r, tr.spec.lora.alpha, tr.spec.lora.dropout),
+            (16, 16, 0.0)
+        );
         assert_eq!(tr.spec.lora.target_modules, PROJECTIONS.map(String::from).to_vec());
         assert_eq!(tr.spec.checkpoint_every_steps, 50);
         assert_eq!(tr.spec.base_quantization, BaseQuantization::Nf4);
-        assert!(recompute_layers(&tr), "an nf4 base recomputes layers unless told otherwise");
+        assert!(
+            recompute_layers(&tr),
+            "an nf4 base recomputes layers unless told otherwise"
+        );
         assert_eq!(namespace(&tr), "default");
         assert_eq!(run_dir(&tr), PathBuf::from("runs/default/r"));
         assert_eq!(lora_scaling(&tr.spec.lora), 1.0);
@@ -188,7 +211,10 @@ mod tests {
         }))
         .unwrap();
         validate(&tr).unwrap();
-        assert_eq!(dataset_annotation(&tr), (Some("datasets/ai/fw/abc"), Some("sha256:abc")));
+        assert_eq!(
+            dataset_annotation(&tr),
+            (Some("datasets/ai/fw/abc"), Some("sha256:abc"))
+        );
         assert!(!recompute_layers(&tr));
         assert!((lora_scaling(&tr.spec.lora) - 16.0 / 8f64.sqrt()).abs() < 1e-12);
         assert_eq!(tr.spec.base_model.hugging_face.as_ref().unwrap().revision, "main");
@@ -200,7 +226,10 @@ mod tests {
             ("lora: {targetModules: [qkv]}", "unknown module \"qkv\""),
             ("lora: {r: 0}", "spec.lora.r must be positive"),
             ("lora: {dropout: 1.0}", "spec.lora.dropout"),
-            ("hyperparameters: {batchSize: 0}", "spec.hyperparameters.batchSize must be positive"),
+            (
+                "hyperparameters: {batchSize: 0}",
+                "spec.hyperparameters.batchSize must be positive",
+            ),
             ("hyperparameters: {learningRate: 0}", "learningRate must be positive"),
             ("checkpointEverySteps: 0", "checkpointEverySteps must be positive"),
         ];

@@ -10,7 +10,11 @@ mod common;
 /// (never skips).
 pub fn fixture(rel: &str) -> PathBuf {
     let p = common::fixtures().join(rel);
-    assert!(p.exists(), "fixture {} is missing: run scripts/test.sh (tests/fixtures/make_fixtures.py)", p.display());
+    assert!(
+        p.exists(),
+        "fixture {} is missing: run scripts/test.sh (tests/fixtures/make_fixtures.py)",
+        p.display()
+    );
     p
 }
 
@@ -41,7 +45,11 @@ pub fn python() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/fireweave-ai/venv"));
     let py = venv.join("bin/python");
-    assert!(py.exists(), "{} is missing: run scripts/test.sh (it provisions the venv)", py.display());
+    assert!(
+        py.exists(),
+        "{} is missing: run scripts/test.sh (it provisions the venv)",
+        py.display()
+    );
     py
 }
 
@@ -49,18 +57,51 @@ pub const SYSTEM: &str = "You are a Network Security Expert. Provide accurate, d
 
 /// Question/answer pairs about FireWeave, in the voice the seed's dataset has.
 pub const QA: [(&str, &str); 12] = [
-    ("What does FireWeave do?", "FireWeave manages firewall policy across Palo Alto, Fortinet and cloud firewalls from one place."),
-    ("How do I check a traffic flow in FireWeave?", "Use check_traffic_flow with the source, destination and port; FireWeave traces the path through every firewall."),
-    ("How do I create a firewall rule?", "Call create_firewall_rule with source, destination and action; FireWeave stages the rule for review."),
-    ("Which compliance frameworks can FireWeave scan?", "FireWeave scans against PCI-DSS, SOC2, NIST 800-53 and CIS benchmarks."),
-    ("How do I run a PCI-DSS scan?", "Run run_compliance_scan with framework PCI-DSS and the firewall name."),
-    ("What is a shadowed rule?", "A shadowed rule never matches because an earlier, broader rule already covers its traffic."),
-    ("How does FireWeave find unused rules?", "FireWeave compares rule hit counts over ninety days and flags rules with zero hits."),
-    ("Can FireWeave roll back a change?", "Yes. Every change is versioned, and FireWeave can restore the previous policy in one step."),
+    (
+        "What does FireWeave do?",
+        "FireWeave manages firewall policy across Palo Alto, Fortinet and cloud firewalls from one place.",
+    ),
+    (
+        "How do I check a traffic flow in FireWeave?",
+        "Use check_traffic_flow with the source, destination and port; FireWeave traces the path through every firewall.",
+    ),
+    (
+        "How do I create a firewall rule?",
+        "Call create_firewall_rule with source, destination and action; FireWeave stages the rule for review.",
+    ),
+    (
+        "Which compliance frameworks can FireWeave scan?",
+        "FireWeave scans against PCI-DSS, SOC2, NIST 800-53 and CIS benchmarks.",
+    ),
+    (
+        "How do I run a PCI-DSS scan?",
+        "Run run_compliance_scan with framework PCI-DSS and the firewall name.",
+    ),
+    (
+        "What is a shadowed rule?",
+        "A shadowed rule never matches because an earlier, broader rule already covers its traffic.",
+    ),
+    (
+        "How does FireWeave find unused rules?",
+        "FireWeave compares rule hit counts over ninety days and flags rules with zero hits.",
+    ),
+    (
+        "Can FireWeave roll back a change?",
+        "Yes. Every change is versioned, and FireWeave can restore the previous policy in one step.",
+    ),
     ("What port does HTTPS use?", "HTTPS uses TCP port 443."),
-    ("What is the default action of FireWeave rules?", "The default action is deny; traffic must be allowed explicitly."),
-    ("How are FireWeave changes approved?", "Changes go through a two-person review before FireWeave pushes them to the firewalls."),
-    ("Does FireWeave support Azure firewalls?", "Yes, FireWeave supports Azure Firewall alongside AWS and GCP network firewalls."),
+    (
+        "What is the default action of FireWeave rules?",
+        "The default action is deny; traffic must be allowed explicitly.",
+    ),
+    (
+        "How are FireWeave changes approved?",
+        "Changes go through a two-person review before FireWeave pushes them to the firewalls.",
+    ),
+    (
+        "Does FireWeave support Azure firewalls?",
+        "Yes, FireWeave supports Azure Firewall alongside AWS and GCP network firewalls.",
+    ),
 ];
 
 /// Writes train.jsonl (ShareGPT, `repeat` copies of each pair) and eval.jsonl (one copy) into `dir`.
