@@ -1,6 +1,12 @@
-"""The transformers + peft side of `fireweave-ai train-bench`: same LoRA step, prints one JSON line.
+"""The transformers + peft side of `fireweave-ai train-bench`: the same LoRA steps on the same batches.
 
-usage: bench_train_hf.py MODEL_DIR BATCH SEQ R STEPS THREADS
+usage: bench_train_hf.py MODEL_DIR BATCHES_JSON R THREADS
+
+BATCHES_JSON is a list of batches, each a list of {"ids": [...], "labels": [...]} (labels unshifted, -100 where
+no loss), written by the Rust side. The first batch is an untimed warm-up. Batches are right-padded to their
+longest member; like our trainer, no attention mask is passed (right padding under the causal mask cannot
+reach a real token). Prints one JSON line: the wall and
+thread-CPU seconds of each timed step, and the peak RSS.
 """
 
 import json
@@ -14,31 +20,42 @@ from transformers import AutoModelForCausalLM
 
 
 def main():
-    model_dir = sys.argv[1]
-    batch, seq, r, steps, threads = map(int, sys.argv[2:7])
+    model_dir, batches_path = sys.argv[1], sys.argv[2]
+    r, threads = int(sys.argv[3]), int(sys.argv[4])
     torch.set_num_threads(threads)
     torch.manual_seed(0)
+    with open(batches_path) as f:
+        batches = json.load(f)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     model = get_peft_model(model, LoraConfig(r=r, lora_alpha=r, lora_dropout=0.0, target_modules=targets))
     model.train()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.01)
-    ids = torch.randint(model.config.vocab_size, (batch, seq))
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01)
 
-    def step():
-        loss = model(input_ids=ids, labels=ids).loss
+    def tensors(batch):
+        width = max(len(e["ids"]) for e in batch)
+        ids = torch.tensor([e["ids"] + [0] * (width - len(e["ids"])) for e in batch])
+        labels = torch.tensor([e["labels"] + [-100] * (width - len(e["labels"])) for e in batch])
+        return ids, labels
+
+    def step(batch):
+        ids, labels = tensors(batch)
+        loss = model(input_ids=ids, labels=labels).loss
         loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    secs = time.perf_counter() - start
+    step(batches[0])
+    times, cpu = [], []
+    for b in batches[1:]:
+        start, start_cpu = time.perf_counter(), time.thread_time()
+        step(b)
+        times.append(time.perf_counter() - start)
+        cpu.append(time.thread_time() - start_cpu)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"tokens_per_s": batch * seq * steps / secs, "peak_rss_mib": rss}))
+    print(json.dumps({"step_seconds": times, "step_cpu_seconds": cpu, "peak_rss_mib": rss}))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,9 @@ pub mod dataset;
 pub mod doctor;
 pub mod gguf;
 pub mod hf;
+// The local pipeline runs every worker in-process, so it needs both the trainer and the server.
+#[cfg(all(feature = "train", feature = "serve"))]
+pub mod local;
 #[cfg(feature = "serve")]
 pub mod serve;
 pub mod telemetry;

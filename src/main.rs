@@ -15,6 +15,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run Dataset / TrainingRun / ModelServing YAML on this machine: build, fine-tune, quantize, serve.
+    #[cfg(all(feature = "train", feature = "serve"))]
+    Run(fireweave_ai::local::RunArgs),
     /// Report what this build can do here: features, libtorch and CUDA, llama.cpp backends.
     Doctor,
     /// Build a training dataset: load, validate, score, deduplicate, split (and optionally synthesize).
@@ -30,12 +33,23 @@ enum Command {
     Crdgen(fireweave_ai::api::crdgen::Args),
     /// Run the Kubernetes operator (controllers, /metrics, /healthz, /readyz).
     Operator(Box<fireweave_ai::controller::config::Args>),
+    /// Fine-tune a Llama-family model with LoRA/QLoRA from a TrainingRun (the train worker).
+    #[cfg(feature = "train")]
+    Train(Box<fireweave_ai::train::TrainArgs>),
+    /// Benchmark LoRA training steps against transformers + peft on the CPU (prints figures).
+    #[cfg(feature = "train")]
+    TrainBench(fireweave_ai::train::BenchArgs),
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     fireweave_ai::telemetry::init(cli.log_json);
     match cli.command {
+        #[cfg(all(feature = "train", feature = "serve"))]
+        Command::Run(args) => {
+            fireweave_ai::local::run(args)?;
+            Ok(())
+        }
         Command::Doctor => fireweave_ai::doctor::run(),
         Command::Dataset(args) => {
             fireweave_ai::dataset::main(args)?;
@@ -50,5 +64,9 @@ fn main() -> Result<()> {
             let runtime = tokio::runtime::Runtime::new()?;
             Ok(runtime.block_on(fireweave_ai::controller::operator::run(*args))?)
         }
+        #[cfg(feature = "train")]
+        Command::Train(args) => Ok(fireweave_ai::train::main(&args)?),
+        #[cfg(feature = "train")]
+        Command::TrainBench(args) => Ok(fireweave_ai::train::bench::run(&args)?),
     }
 }

@@ -190,6 +190,23 @@ impl Checkpoint {
         })
     }
 
+    /// Drops this process's resident pages of tensor `name` once a consumer has copied it out (the trainer
+    /// loading into libtorch): the model is then not resident twice, once as mapped file pages and once as
+    /// tensors. Later reads fault the bytes back in from the file. Best effort; unknown names are ignored.
+    pub fn release(&self, name: &str) {
+        let Some(e) = self.tensors.get(name) else { return };
+        // SAFETY: the mapping is a read-only view of a file nobody rewrites while it is open (see `open`), so
+        // MADV_DONTNEED only evicts pages: any later access, through views still alive included, reads the
+        // same bytes from the file again. memmap2 widens the range to whole pages.
+        let _ = unsafe {
+            self.shards[e.shard].map.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                e.start,
+                e.end - e.start,
+            )
+        };
+    }
+
     /// Names sorted as strings (`layers.10` before `layers.2`).
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.tensors.keys().map(String::as_str)

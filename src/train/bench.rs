@@ -1,32 +1,56 @@
-//! `fireweave-ai train-bench`: trained tokens/s and peak RSS of our LoRA step against transformers + peft
-//! on the same model, batch, sequence length, LoRA config and thread count. Prints figures; asserts nothing.
+//! `fireweave-ai train-bench`: trained tokens/s and peak RSS of our LoRA training step against
+//! transformers + peft on the same model, batches, LoRA config and thread count. Prints figures; asserts
+//! nothing.
+//!
+//! Two workloads: `synthetic` (random token ids, every position trained, the batch full: what a
+//! throughput-only benchmark usually measures) and `chat` (FireWeave Q&A conversations rendered with the
+//! model's chat template, loss on assistant tokens only, batches padded to their longest member: what a
+//! fine-tune actually runs). Both sides get the very same batches. "Tokens" are the non-padding input
+//! tokens of a step.
 
-use super::lora::{LoraConfig, LoraStore};
+use super::data::{self, Conversation, Encoder, Example};
+use super::lora::LoraStore;
 use super::model::Llama;
 use super::optim::AdamW;
+use super::run::TrainError;
+use crate::api::training_run::LoraSpec;
+use crate::chat::{ChatTemplate, Message};
 use crate::hf::Checkpoint;
 use std::path::PathBuf;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    Synthetic,
+    Chat,
+}
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Hugging Face model folder (config.json + safetensors).
+    /// Hugging Face model folder (config.json + safetensors + tokenizer).
     #[arg(long)]
     pub model: PathBuf,
+    #[arg(long, value_enum, default_value = "synthetic")]
+    pub workload: Workload,
     #[arg(long, default_value_t = 2)]
-    pub batch: i64,
+    pub batch: usize,
+    /// Sequence length (synthetic) or maximum sequence length (chat).
     #[arg(long, default_value_t = 256)]
-    pub seq: i64,
+    pub seq: usize,
     #[arg(long, default_value_t = 16)]
-    pub r: usize,
+    pub r: u32,
+    /// Timed steps (after one untimed warm-up step).
     #[arg(long, default_value_t = 5)]
     pub steps: usize,
     #[arg(long, default_value_t = 2)]
     pub threads: i32,
-    /// Skip the transformers + peft side (e.g. without the Python venv).
+    /// Skip the transformers + peft side.
     #[arg(long)]
     pub ours_only: bool,
+    /// Python with torch, transformers and peft (default: $FIREWEAVE_VENV/bin/python, else python3).
+    #[arg(long)]
+    pub python: Option<PathBuf>,
 }
 
 /// Peak resident set of this process (VmHWM), in MiB.
@@ -42,71 +66,256 @@ fn peak_rss_mib() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-pub fn run(args: &BenchArgs) -> Result<(), super::TrainError> {
+/// CPU time of the calling thread in seconds (Linux schedstat: nanoseconds on a CPU). With one libtorch
+/// thread every kernel runs on the caller, so this is the step's compute time without the time other
+/// processes on a shared machine took from it.
+fn thread_cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse::<f64>().ok()))
+        .map_or(f64::NAN, |ns| ns / 1e9)
+}
+
+/// The chat workload's conversations: the seed's system prompt, a FireWeave question, a multi-sentence answer.
+fn chat_conversations() -> Vec<Conversation> {
+    const SYSTEM: &str =
+        "You are a Network Security Expert integrated with FireWeave. Provide accurate, detailed technical guidance.";
+    let topics = [
+        (
+            "check whether 10.1.4.20 can reach 10.2.8.9 on TCP 443",
+            "run check_traffic_flow",
+        ),
+        (
+            "find shadowed rules on the Palo Alto edge firewall",
+            "open the policy analysis view",
+        ),
+        (
+            "prepare a PCI-DSS compliance scan",
+            "call run_compliance_scan with framework PCI-DSS",
+        ),
+        (
+            "bulk import rules from a spreadsheet",
+            "upload the CSV in the bulk import wizard",
+        ),
+        ("roll back a rule change", "restore the previous policy version"),
+        (
+            "connect FireWeave to ServiceNow",
+            "add the ServiceNow integration with an API user",
+        ),
+        (
+            "clean up duplicate address objects",
+            "run the object deduplication report",
+        ),
+        (
+            "fix a topology collection that times out",
+            "check the collector's credentials and reachability",
+        ),
+    ];
+    (0..32)
+        .map(|i| {
+            let (task, how) = topics[i % topics.len()];
+            let detail = "FireWeave traces the path through every firewall, NAT and route table, shows the matching rule on each hop, and records the result so the change request can reference it. ";
+            Conversation {
+                messages: vec![
+                    Message::system(SYSTEM),
+                    Message::user(format!("How do I {task} in FireWeave? (case {i})")),
+                    Message::assistant(format!("To {task}, {how}. {}", detail.repeat(1 + i % 4))),
+                ],
+                tools: Vec::new(),
+            }
+        })
+        .collect()
+}
+
+/// The batches both sides train on: [batch] examples each (ids and unshifted labels, −100 = no loss).
+fn batches(args: &BenchArgs, model: &Llama) -> Result<Vec<Vec<Example>>, TrainError> {
+    let n = args.steps + 1;
+    match args.workload {
+        Workload::Synthetic => {
+            let vocab = model.config.vocab_size as i64;
+            let ids = Tensor::randint(
+                vocab,
+                [(n * args.batch) as i64, args.seq as i64],
+                (Kind::Int64, Device::Cpu),
+            );
+            let rows: Vec<Vec<i64>> = Vec::<Vec<i64>>::try_from(ids).map_err(|e| TrainError::Bench(e.to_string()))?;
+            Ok(rows
+                .chunks(args.batch)
+                .map(|c| {
+                    c.iter()
+                        .map(|ids| Example::from_labels(ids.clone(), ids.clone()))
+                        .collect()
+                })
+                .collect())
+        }
+        Workload::Chat => {
+            let template = ChatTemplate::from_model_dir(&args.model)?;
+            let tokenizer = tokenizers::Tokenizer::from_file(args.model.join("tokenizer.json")).map_err(|e| {
+                TrainError::Tokenizer {
+                    path: args.model.join("tokenizer.json"),
+                    message: e.to_string(),
+                }
+            })?;
+            let enc = Encoder {
+                template: &template,
+                tokenizer: &tokenizer,
+                max_len: args.seq,
+            };
+            let (examples, _) = enc.encode_all(&chat_conversations())?;
+            let lengths: Vec<usize> = examples.iter().map(|e| e.ids.len()).collect();
+            // The trainer's own bucketing picks the batches.
+            let order = data::epoch_batches(&lengths, args.batch, 3407, 0);
+            Ok(order
+                .iter()
+                .cycle()
+                .take(n)
+                .map(|b| b.iter().map(|&i| examples[i].clone()).collect())
+                .collect())
+        }
+    }
+}
+
+pub fn run(args: &BenchArgs) -> Result<(), TrainError> {
     tch::set_num_threads(args.threads);
     tch::manual_seed(0);
     let ck = Checkpoint::open(&args.model)?;
-    let model = Llama::load(&ck, Kind::Float, Device::Cpu)?;
-    let lora = LoraStore::new(
-        &model,
-        LoraConfig {
-            r: args.r,
-            alpha: args.r as f64,
-            ..Default::default()
-        },
-    );
+    let model = Llama::load(&ck, Kind::Float, Device::Cpu, false)?;
+    let spec = LoraSpec {
+        r: args.r,
+        alpha: args.r,
+        ..Default::default()
+    };
+    let lora = LoraStore::new(&model, &spec);
     let params = lora.parameters();
     let mut opt = AdamW::new(&params, 0.01);
-    let vocab = model.config.vocab_size as i64;
-    let ids = Tensor::randint(vocab, [args.batch, args.seq], (Kind::Int64, Device::Cpu));
-    // Every position but the last is trained, as with labels = input_ids in transformers.
-    let targets = Tensor::cat(&[ids.narrow(1, 1, args.seq - 1), Tensor::full([args.batch, 1], -100, (Kind::Int64, Device::Cpu))], 1);
-    let mut step = |timed: bool| {
-        let t = Instant::now();
-        let (loss, n) = model.loss_sum(&ids, &targets, Some(&lora), true);
-        (loss / n as f64).backward();
+    let batches = batches(args, &model)?;
+    let tokens_of = |b: &[Example]| b.iter().map(|e| e.ids.len()).sum::<usize>();
+    let trained_of = |b: &[Example]| b.iter().map(Example::trained_tokens).sum::<usize>();
+    let mut step = |b: &[Example]| {
+        let refs: Vec<&Example> = b.iter().collect();
+        let (ids, targets, bs, s) = data::collate(&refs);
+        let ids = Tensor::from_slice(&ids).view([bs, s]);
+        let targets = Tensor::from_slice(&targets).view([bs, s]);
+        let (t, cpu) = (Instant::now(), thread_cpu_seconds());
+        let scale = 1.0 / trained_of(b).max(1) as f64;
+        model.forward_backward(&ids, &targets, &lora, scale, false, 0);
         AdamW::clip_grad_norm(&params, 1.0);
         opt.step(&params, 1e-4);
         AdamW::zero_grad(&params);
-        if timed { t.elapsed().as_secs_f64() } else { 0.0 }
+        (t.elapsed().as_secs_f64(), thread_cpu_seconds() - cpu)
     };
-    step(false);
-    let secs: f64 = (0..args.steps).map(|_| step(true)).sum();
-    let tokens = (args.batch * args.seq) as f64 * args.steps as f64;
-    let ours_tps = tokens / secs;
+    step(&batches[0]);
+    let (times, cpu_times): (Vec<f64>, Vec<f64>) = batches[1..].iter().map(|b| step(b)).unzip();
+    let secs: f64 = times.iter().sum();
+    let cpu_secs: f64 = cpu_times.iter().sum();
+    let tokens: usize = batches[1..].iter().map(|b| tokens_of(b)).sum();
+    let trained: usize = batches[1..].iter().map(|b| trained_of(b)).sum();
+    let padded: usize = batches[1..]
+        .iter()
+        .map(|b| b.len() * b.iter().map(|e| e.ids.len()).max().unwrap_or(0))
+        .sum();
+    let ours_tps = tokens as f64 / secs;
     let ours_rss = peak_rss_mib();
     println!(
-        "model={} batch={} seq={} r={} threads={} steps={}",
+        "model={} workload={:?} batch={} seq={} r={} threads={} timed_steps={} tokens={tokens} padded_tokens={padded} trained_tokens={trained}",
         args.model.display(),
+        args.workload,
         args.batch,
         args.seq,
         args.r,
         args.threads,
         args.steps
     );
-    println!("fireweave-ai (tch): {ours_tps:.1} tokens/s, peak RSS {ours_rss:.0} MiB");
+    println!(
+        "fireweave-ai (tch): {ours_tps:.1} tokens/s wall, {:.1} tokens per CPU second; step wall s (sorted) {}; peak RSS {ours_rss:.0} MiB",
+        tokens as f64 / cpu_secs,
+        sorted_secs(&times)
+    );
     if args.ours_only {
         return Ok(());
     }
+
+    let dir = tempfile_dir()?;
+    let batches_path = dir.join("batches.json");
+    let json: Vec<serde_json::Value> = batches
+        .iter()
+        .map(|b| {
+            serde_json::json!(
+                b.iter()
+                    .map(|e| serde_json::json!({"ids": e.ids, "labels": e.labels()}))
+                    .collect::<Vec<_>>()
+            )
+        })
+        .collect();
+    std::fs::write(&batches_path, serde_json::to_vec(&json).expect("json"))
+        .map_err(|e| TrainError::Bench(e.to_string()))?;
+    let python = args.python.clone().unwrap_or_else(|| {
+        std::env::var_os("FIREWEAVE_VENV")
+            .map(|v| PathBuf::from(v).join("bin/python"))
+            .filter(|p| p.exists())
+            .unwrap_or_else(|| PathBuf::from("python3"))
+    });
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/bench_train_hf.py");
-    let out = std::process::Command::new("python")
+    let out = std::process::Command::new(&python)
         .arg(script)
         .arg(&args.model)
-        .args([args.batch, args.seq, args.r as i64, args.steps as i64, args.threads as i64].map(|v| v.to_string()))
+        .arg(&batches_path)
+        .args([args.r.to_string(), args.threads.to_string()])
         .output()
-        .map_err(|e| super::TrainError::Input(format!("python {script}: {e}")))?;
+        .map_err(|e| TrainError::Bench(format!("{}: {e}", python.display())))?;
+    let _ = std::fs::remove_dir_all(&dir);
     if !out.status.success() {
-        return Err(super::TrainError::Input(format!(
+        return Err(TrainError::Bench(format!(
             "{script} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         )));
     }
-    let line = String::from_utf8_lossy(&out.stdout);
-    let theirs: serde_json::Value = serde_json::from_str(line.trim().lines().last().unwrap_or("{}"))
-        .map_err(|e| super::TrainError::Input(format!("{script}: bad output {line:?}: {e}")))?;
-    let their_tps = theirs["tokens_per_s"].as_f64().unwrap_or(f64::NAN);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let theirs: serde_json::Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or("{}"))
+        .map_err(|e| TrainError::Bench(format!("{script}: bad output {stdout:?}: {e}")))?;
+    let their_times: Vec<f64> = theirs["step_seconds"]
+        .as_array()
+        .map(|a| a.iter().filter_map(serde_json::Value::as_f64).collect())
+        .unwrap_or_default();
+    let their_cpu: f64 = theirs["step_cpu_seconds"]
+        .as_array()
+        .map(|a| a.iter().filter_map(serde_json::Value::as_f64).sum())
+        .unwrap_or(f64::NAN);
+    let their_tps = tokens as f64 / their_times.iter().sum::<f64>();
     let their_rss = theirs["peak_rss_mib"].as_f64().unwrap_or(f64::NAN);
-    println!("transformers+peft: {their_tps:.1} tokens/s, peak RSS {their_rss:.0} MiB");
-    println!("speed ratio (ours/theirs): {:.2}x; memory ratio: {:.2}x", ours_tps / their_tps, ours_rss / their_rss);
+    println!(
+        "transformers+peft: {their_tps:.1} tokens/s wall, {:.1} tokens per CPU second; step wall s (sorted) {}; peak RSS {their_rss:.0} MiB",
+        tokens as f64 / their_cpu,
+        sorted_secs(&their_times)
+    );
+    println!(
+        "ours/theirs: {:.2}x tokens/s (wall), {:.2}x tokens per CPU second, {:.2}x peak RSS",
+        ours_tps / their_tps,
+        their_cpu / cpu_secs,
+        ours_rss / their_rss
+    );
     Ok(())
+}
+
+/// Step times in ascending order: on a shared machine the fastest steps show what each side can do.
+fn sorted_secs(times: &[f64]) -> String {
+    let mut t = times.to_vec();
+    t.sort_by(f64::total_cmp);
+    t.iter().map(|s| format!("{s:.3}")).collect::<Vec<_>>().join(" ")
+}
+
+fn tempfile_dir() -> Result<PathBuf, TrainError> {
+    let dir = std::env::temp_dir().join(format!("fireweave-train-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| TrainError::Bench(format!("{}: {e}", dir.display())))?;
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn chat_workload_has_a_trained_answer_each() {
+        let convs = super::chat_conversations();
+        assert_eq!(convs.len(), 32);
+        assert!(convs.iter().all(|c| c.messages.len() == 3));
+    }
 }

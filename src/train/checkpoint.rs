@@ -2,18 +2,18 @@
 //! either the previous checkpoint or a complete new one. `state.json` is written last and records the
 //! sha256 of the tensor files; a checkpoint is valid only when those digests match.
 
+use super::artifact::{self, IoError, io, sha256_file};
 use super::lora::LoraStore;
 use super::optim::AdamW;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tch::Tensor;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointIoError {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("{path}: {source}")]
     Torch { path: PathBuf, source: tch::TchError },
     #[error("{path}: {message}")]
@@ -52,20 +52,12 @@ pub struct TrainState {
     pub tokens: u64,
     pub losses: Vec<LossPoint>,
     pub evals: Vec<EvalPoint>,
+    /// Fingerprint of what is being trained (spec and dataset digest): a checkpoint of other inputs is
+    /// never resumed.
+    #[serde(default)]
+    pub inputs: String,
     #[serde(default)]
     pub files: BTreeMap<String, String>,
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointIoError + '_ {
-    move |source| CheckpointIoError::Io {
-        path: path.to_owned(),
-        source,
-    }
-}
-
-pub fn sha256_file(path: &Path) -> Result<String, CheckpointIoError> {
-    let bytes = std::fs::read(path).map_err(io(path))?;
-    Ok(hex::encode(Sha256::digest(&bytes)))
 }
 
 fn write_tensors(path: &Path, named: &[(String, Tensor)]) -> Result<(), CheckpointIoError> {
@@ -95,53 +87,39 @@ pub fn save(
     mut state: TrainState,
     keep: usize,
 ) -> Result<PathBuf, CheckpointIoError> {
-    std::fs::create_dir_all(root).map_err(io(root))?;
     let final_dir = root.join(step_dir_name(state.step));
-    let tmp = root.join(format!(".tmp-{}-{}", step_dir_name(state.step), std::process::id()));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    let tmp = artifact::staging(&final_dir)?;
     let named = lora.named();
-    let adapter: Vec<(String, Tensor)> = named.iter().map(|(n, t)| (n.clone(), t.detach().to_device(tch::Device::Cpu))).collect();
+    let adapter: Vec<(String, Tensor)> = named
+        .iter()
+        .map(|(n, t)| (n.clone(), t.detach().to_device(tch::Device::Cpu)))
+        .collect();
     let mut moments = Vec::with_capacity(named.len() * 2);
     for (((n, _), m), v) in named.iter().zip(&opt.m).zip(&opt.v) {
         moments.push((format!("{n}.exp_avg"), m.to_device(tch::Device::Cpu)));
         moments.push((format!("{n}.exp_avg_sq"), v.to_device(tch::Device::Cpu)));
     }
-    write_tensors(&tmp.join("adapter.safetensors"), &adapter)?;
-    write_tensors(&tmp.join("optimizer.safetensors"), &moments)?;
+    write_tensors(&tmp.join(ADAPTER_FILE), &adapter)?;
+    write_tensors(&tmp.join(OPTIMIZER_FILE), &moments)?;
     state.adam_t = opt.t;
     state.files.clear();
-    for f in ["adapter.safetensors", "optimizer.safetensors"] {
-        state.files.insert(f.to_owned(), sha256_file(&tmp.join(f))?);
+    for f in [ADAPTER_FILE, OPTIMIZER_FILE] {
+        state
+            .files
+            .insert(f.to_owned(), hex::encode(sha256_file(&tmp.join(f))?));
     }
-    let state_path = tmp.join("state.json");
+    // state.json last: it vouches for the tensor files by digest.
+    let state_path = tmp.join(STATE_FILE);
     let json = serde_json::to_vec_pretty(&state).expect("state serializes");
     std::fs::write(&state_path, json).map_err(io(&state_path))?;
-    sync_dir(&tmp);
-    if final_dir.exists() {
-        std::fs::remove_dir_all(&final_dir).map_err(io(&final_dir))?;
-    }
-    std::fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
-    sync_dir(root);
+    artifact::publish(&tmp, &final_dir)?;
     prune(root, keep)?;
     Ok(final_dir)
 }
 
-/// Best effort: flush file data before the rename makes the checkpoint visible.
-fn sync_dir(dir: &Path) {
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if let Ok(f) = std::fs::File::open(e.path()) {
-                let _ = f.sync_all();
-            }
-        }
-    }
-    if let Ok(f) = std::fs::File::open(dir) {
-        let _ = f.sync_all();
-    }
-}
+const ADAPTER_FILE: &str = "adapter.safetensors";
+const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+const STATE_FILE: &str = "state.json";
 
 fn step_dirs(root: &Path) -> Vec<(usize, PathBuf)> {
     let mut out: Vec<(usize, PathBuf)> = std::fs::read_dir(root)
@@ -168,18 +146,18 @@ fn prune(root: &Path, keep: usize) -> Result<(), CheckpointIoError> {
 
 /// Reads and verifies one checkpoint's state.
 pub fn verify(dir: &Path) -> Result<TrainState, CheckpointIoError> {
-    let path = dir.join("state.json");
+    let path = dir.join(STATE_FILE);
     let bytes = std::fs::read(&path).map_err(io(&path))?;
     let state: TrainState = serde_json::from_slice(&bytes).map_err(|e| CheckpointIoError::Invalid {
         path: path.clone(),
         message: e.to_string(),
     })?;
-    for f in ["adapter.safetensors", "optimizer.safetensors"] {
+    for f in [ADAPTER_FILE, OPTIMIZER_FILE] {
         let want = state.files.get(f).ok_or_else(|| CheckpointIoError::Invalid {
             path: path.clone(),
             message: format!("no digest recorded for {f}"),
         })?;
-        let got = sha256_file(&dir.join(f))?;
+        let got = hex::encode(sha256_file(&dir.join(f))?);
         if &got != want {
             return Err(CheckpointIoError::Invalid {
                 path: dir.join(f),
@@ -190,34 +168,49 @@ pub fn verify(dir: &Path) -> Result<TrainState, CheckpointIoError> {
     Ok(state)
 }
 
-/// The newest checkpoint that verifies; broken ones are logged and skipped.
-pub fn latest_valid(root: &Path) -> Option<(PathBuf, TrainState)> {
+/// The newest checkpoint of these `inputs` that verifies; broken ones are logged and skipped. Checkpoints
+/// of other inputs (an earlier attempt with another spec or dataset) are removed: they can never be resumed
+/// and would otherwise outrank this run's own in step order.
+pub fn latest_valid(root: &Path, inputs: &str) -> Option<(PathBuf, TrainState)> {
+    artifact::remove_stale_staging(root);
+    let mut found = None;
     for (_, dir) in step_dirs(root).into_iter().rev() {
         match verify(&dir) {
-            Ok(state) => return Some((dir, state)),
+            Ok(state) if state.inputs != inputs => {
+                tracing::warn!(checkpoint = %dir.display(), "removing a checkpoint of other inputs (spec or dataset changed)");
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            Ok(state) => {
+                if found.is_none() {
+                    found = Some((dir, state));
+                }
+            }
             Err(e) => tracing::warn!(checkpoint = %dir.display(), error = %e, "skipping invalid checkpoint"),
         }
     }
-    None
+    found
 }
 
 /// Restores adapter values and optimizer moments from a verified checkpoint.
 pub fn restore(dir: &Path, state: &TrainState, lora: &mut LoraStore, opt: &mut AdamW) -> Result<(), CheckpointIoError> {
-    let adapter_path = dir.join("adapter.safetensors");
+    let adapter_path = dir.join(ADAPTER_FILE);
     let values = read_tensors(&adapter_path)?;
-    lora.load_values(&values).map_err(|message| CheckpointIoError::Invalid {
-        path: adapter_path,
-        message,
-    })?;
-    let opt_path = dir.join("optimizer.safetensors");
+    lora.load_values(&values)
+        .map_err(|message| CheckpointIoError::Invalid {
+            path: adapter_path,
+            message,
+        })?;
+    let opt_path = dir.join(OPTIMIZER_FILE);
     let moments = read_tensors(&opt_path)?;
     let names: Vec<String> = lora.named().into_iter().map(|(n, _)| n).collect();
     for (i, n) in names.iter().enumerate() {
         let get = |suffix: &str| {
-            moments.get(&format!("{n}.{suffix}")).ok_or_else(|| CheckpointIoError::Invalid {
-                path: opt_path.clone(),
-                message: format!("{n}.{suffix} missing"),
-            })
+            moments
+                .get(&format!("{n}.{suffix}"))
+                .ok_or_else(|| CheckpointIoError::Invalid {
+                    path: opt_path.clone(),
+                    message: format!("{n}.{suffix} missing"),
+                })
         };
         let device = opt.m[i].device();
         opt.m[i] = get("exp_avg")?.to_device(device);

@@ -19,10 +19,16 @@ pub enum DataError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}:{line}: {message}")]
-    Record { path: PathBuf, line: usize, message: String },
+    Record {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
     #[error("example {index}: {source}")]
     Render { index: usize, source: TemplateError },
-    #[error("example {index}: the chat template is not prefix-stable at turn {turn}, so assistant tokens cannot be located")]
+    #[error(
+        "example {index}: the chat template is not prefix-stable at turn {turn}, so assistant tokens cannot be located"
+    )]
     PrefixUnstable { index: usize, turn: usize },
     #[error("tokenizer: {0}")]
     Tokenizer(String),
@@ -52,7 +58,9 @@ pub fn parse_record(value: &Value) -> Result<Conversation, String> {
     let turns = turns.as_array().ok_or("conversation must be an array")?;
     let mut messages = Vec::with_capacity(turns.len());
     for (i, turn) in turns.iter().enumerate() {
-        let role_name = turn[role_key].as_str().ok_or_else(|| format!("turn {i}: missing \"{role_key}\""))?;
+        let role_name = turn[role_key]
+            .as_str()
+            .ok_or_else(|| format!("turn {i}: missing \"{role_key}\""))?;
         let role = match role_name {
             "system" => Role::System,
             "human" | "user" => Role::User,
@@ -70,7 +78,9 @@ pub fn parse_record(value: &Value) -> Result<Conversation, String> {
             for (j, call) in calls.iter().enumerate() {
                 // OpenAI nests under "function"; ShareGPT (our dataset artifact) is flat.
                 let f = call.get("function").unwrap_or(call);
-                let name = f["name"].as_str().ok_or_else(|| format!("turn {i}: tool call {j}: missing name"))?;
+                let name = f["name"]
+                    .as_str()
+                    .ok_or_else(|| format!("turn {i}: tool call {j}: missing name"))?;
                 let arguments = match &f["arguments"] {
                     // OpenAI sends a JSON string; decode it or the template would double-encode it.
                     Value::String(s) => serde_json::from_str(s)
@@ -131,9 +141,9 @@ pub fn assistant_spans(
     conv: &Conversation,
     index: usize,
 ) -> Result<(String, Vec<Range<usize>>), DataError> {
-    let render = |msgs: &[Message], gen: bool| {
+    let render = |msgs: &[Message], prompt: bool| {
         template
-            .render(msgs, &conv.tools, gen)
+            .render(msgs, &conv.tools, prompt)
             .map_err(|source| DataError::Render { index, source })
     };
     let full = render(&conv.messages, false)?;
@@ -222,6 +232,22 @@ impl Example {
             ids: ex.ids.clone(),
             targets,
         }
+    }
+
+    /// From token ids and unshifted labels (−100 where no loss).
+    pub fn from_labels(ids: Vec<i64>, labels: Vec<i64>) -> Self {
+        Self::from_labeled(&Labeled {
+            ids,
+            labels,
+            turn_ends: Vec::new(),
+        })
+    }
+
+    /// The unshifted labels again (label[t] is the target of position t−1), as transformers takes them.
+    pub fn labels(&self) -> Vec<i64> {
+        std::iter::once(IGNORE)
+            .chain(self.targets.iter().take(self.targets.len().saturating_sub(1)).copied())
+            .collect()
     }
 
     pub fn trained_tokens(&self) -> usize {
@@ -368,6 +394,8 @@ mod tests {
     }
 
     #[test]
+    // One character span, not a list of the numbers 3 to 8.
+    #[allow(clippy::single_range_in_vec_init)]
     fn labels_follow_token_starts() {
         // Tokens: [0,3) [3,5) [5,9) [9,10); span [3,9) covers tokens 1 and 2.
         let l = label_tokens(&[7, 8, 9, 10], &[(0, 3), (3, 5), (5, 9), (9, 10)], &[3..9]);

@@ -1,11 +1,13 @@
 //! Outputs other tools load: a PEFT adapter, and the merged model as a Hugging Face checkpoint.
 
-use super::checkpoint::{CheckpointIoError, sha256_file};
+use super::artifact::{self, io};
+use super::checkpoint::CheckpointIoError;
 use super::lora::LoraStore;
-use super::model::{PROJECTIONS, projection_path};
+use super::model::projection_path;
+use super::spec::PROJECTIONS;
 use super::weights;
 use crate::hf::Checkpoint;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
 /// Files that make a model folder usable by tokenizers and converters, copied next to merged weights.
@@ -21,13 +23,6 @@ const SIDE_FILES: [&str; 6] = [
 /// Merged shards stay well under the 5 GB many tools assume per file.
 const SHARD_BYTES: usize = 2 << 30;
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointIoError + '_ {
-    move |source| CheckpointIoError::Io {
-        path: path.to_owned(),
-        source,
-    }
-}
-
 fn torch(path: &Path) -> impl FnOnce(tch::TchError) -> CheckpointIoError + '_ {
     move |source| CheckpointIoError::Torch {
         path: path.to_owned(),
@@ -35,47 +30,14 @@ fn torch(path: &Path) -> impl FnOnce(tch::TchError) -> CheckpointIoError + '_ {
     }
 }
 
-/// A fresh temporary sibling of `dest`; `finish` renames it into place (replacing an older export).
-fn staging(dest: &Path) -> Result<PathBuf, CheckpointIoError> {
-    let parent = dest.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(io(parent))?;
-    let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("out");
-    let tmp = parent.join(format!(".tmp-{name}-{}", std::process::id()));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    Ok(tmp)
-}
-
-fn finish(tmp: &Path, dest: &Path) -> Result<(), CheckpointIoError> {
-    if dest.exists() {
-        std::fs::remove_dir_all(dest).map_err(io(dest))?;
-    }
-    std::fs::rename(tmp, dest).map_err(io(dest))
-}
-
-/// A folder's digest: sha256 over "name sha256\n" of each file, sorted by name.
-pub fn dir_digest(dir: &Path) -> Result<String, CheckpointIoError> {
-    use sha2::{Digest, Sha256};
-    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(io(dir))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.is_file())
-        .collect();
-    names.sort();
-    let mut h = Sha256::new();
-    for p in names {
-        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
-        h.update(format!("{name} {}\n", sha256_file(&p)?));
-    }
-    Ok(hex::encode(h.finalize()))
-}
-
-/// Writes `adapter_config.json` + `adapter_model.safetensors` (f32, PEFT names) into `dest`.
-pub fn save_peft(dest: &Path, lora: &LoraStore, base_model: &str) -> Result<(), CheckpointIoError> {
-    let tmp = staging(dest)?;
+/// Writes `adapter_config.json` + `adapter_model.safetensors` (f32, PEFT names) into `dest`, atomically.
+pub fn save_peft(
+    dest: &Path,
+    lora: &LoraStore,
+    base_model: &str,
+    revision: Option<&str>,
+) -> Result<(), CheckpointIoError> {
+    let tmp = artifact::staging(dest)?;
     let tensors: Vec<(String, Tensor)> = lora
         .named()
         .into_iter()
@@ -84,12 +46,12 @@ pub fn save_peft(dest: &Path, lora: &LoraStore, base_model: &str) -> Result<(), 
     let st = tmp.join("adapter_model.safetensors");
     Tensor::write_safetensors(&tensors, &st).map_err(torch(&st))?;
     let cfg = tmp.join("adapter_config.json");
-    let json = serde_json::to_vec_pretty(&lora.peft_config(base_model)).expect("config serializes");
+    let json = serde_json::to_vec_pretty(&lora.peft_config(base_model, revision)).expect("config serializes");
     std::fs::write(&cfg, json).map_err(io(&cfg))?;
-    finish(&tmp, dest)
+    Ok(artifact::publish(&tmp, dest)?)
 }
 
-/// Which (layer, projection) a base tensor name belongs to, for projections that have an adapter.
+/// Which (layer, projection) a base tensor name is, for projections that have an adapter.
 fn adapted(name: &str, lora: &LoraStore, layers: usize) -> Option<(usize, &'static str)> {
     let rest = name.strip_prefix("model.layers.")?;
     let layer: usize = rest.split('.').next()?.parse().ok()?;
@@ -98,56 +60,79 @@ fn adapted(name: &str, lora: &LoraStore, layers: usize) -> Option<(usize, &'stat
     }
     PROJECTIONS
         .iter()
-        .find(|p| name == format!("{}.weight", projection_path(layer, p)))
-        .filter(|p| lora.adapter(layer, p).is_some())
-        .map(|p| (layer, *p))
+        .enumerate()
+        .find(|(_, p)| name == format!("{}.weight", projection_path(layer, p)))
+        .filter(|(idx, _)| lora.adapter(layer, *idx).is_some())
+        .map(|(_, p)| (layer, *p))
+}
+
+/// Shard boundaries: consecutive tensors until a shard would pass `limit` bytes. Pure.
+fn plan_shards(sizes: &[usize], limit: usize) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, &s) in sizes.iter().enumerate() {
+        if bytes + s > limit && i > start {
+            out.push(start..i);
+            start = i;
+            bytes = 0;
+        }
+        bytes += s;
+    }
+    if start < sizes.len() || out.is_empty() {
+        out.push(start..sizes.len());
+    }
+    out
 }
 
 /// Writes base + scaling·B·A as a Hugging Face checkpoint in the base's dtype: safetensors shards with an
-/// index, plus config and tokenizer files from the base folder. The sum is formed in f32 on the CPU, one
-/// tensor at a time, so memory stays at one tensor beyond the mapped base.
+/// index, plus config and tokenizer files from the base folder. The base comes from the checkpoint (the
+/// original weights, also for a run that trained on an NF4 copy); each sum is formed in f32 on the CPU and
+/// shards are written as they fill, so memory stays at one shard beyond the mapped base.
 pub fn save_merged(dest: &Path, base: &Checkpoint, lora: &LoraStore) -> Result<(), CheckpointIoError> {
-    let tmp = staging(dest)?;
+    let tmp = artifact::staging(dest)?;
     let layers = base.config().num_hidden_layers;
-    let mut shards: Vec<Vec<(String, Tensor)>> = vec![Vec::new()];
-    let mut shard_bytes = 0usize;
-    for name in base.names_in_file_order() {
-        let view = base.tensor(name).map_err(|e| CheckpointIoError::Invalid {
-            path: base.dir().to_owned(),
-            message: e.to_string(),
-        })?;
-        let bytes = view.data.len();
-        let orig = weights::to_tensor(&view, Kind::Float, Device::Cpu).map_err(torch(base.dir()))?;
-        let merged = match adapted(name, lora, layers).and_then(|(l, p)| lora.merged_delta(l, p)) {
-            Some(delta) => orig + delta.to_device(Device::Cpu),
-            None => orig,
-        };
-        let out_kind = weights::kind_of(view.dtype);
-        if shard_bytes + bytes > SHARD_BYTES && !shards.last().is_some_and(Vec::is_empty) {
-            shards.push(Vec::new());
-            shard_bytes = 0;
-        }
-        shard_bytes += bytes;
-        shards.last_mut().expect("one shard exists").push((name.to_owned(), merged.to_kind(out_kind)));
-    }
-    let n = shards.len();
-    let mut weight_map = serde_json::Map::new();
-    let mut total = 0usize;
-    for (i, shard) in shards.iter().enumerate() {
-        let file = if n == 1 {
+    let names = base.names_in_file_order();
+    let invalid = |e: crate::hf::CheckpointError| CheckpointIoError::Invalid {
+        path: base.dir().to_owned(),
+        message: e.to_string(),
+    };
+    let sizes = names
+        .iter()
+        .map(|n| base.tensor(n).map(|v| v.data.len()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(invalid)?;
+    let shards = plan_shards(&sizes, SHARD_BYTES);
+    let count = shards.len();
+    let file_of = |i: usize| {
+        if count == 1 {
             "model.safetensors".to_owned()
         } else {
-            format!("model-{:05}-of-{n:05}.safetensors", i + 1)
-        };
-        for (name, t) in shard {
-            weight_map.insert(name.clone(), file.clone().into());
-            total += t.numel() * t.kind().elt_size_in_bytes();
+            format!("model-{:05}-of-{count:05}.safetensors", i + 1)
         }
-        let path = tmp.join(&file);
-        Tensor::write_safetensors(shard, &path).map_err(torch(&path))?;
+    };
+    let mut weight_map = serde_json::Map::new();
+    for (i, range) in shards.into_iter().enumerate() {
+        let mut tensors = Vec::with_capacity(range.len());
+        for &name in &names[range] {
+            let view = base.tensor(name).map_err(invalid)?;
+            let merged = match adapted(name, lora, layers).and_then(|(l, p)| lora.merged_delta(l, p)) {
+                Some(delta) => {
+                    let orig = weights::to_tensor(&view, Kind::Float, Device::Cpu).map_err(torch(base.dir()))?;
+                    (orig + delta.to_device(Device::Cpu)).to_kind(weights::kind_of(view.dtype))
+                }
+                None => {
+                    weights::to_tensor(&view, weights::kind_of(view.dtype), Device::Cpu).map_err(torch(base.dir()))?
+                }
+            };
+            weight_map.insert(name.to_owned(), file_of(i).into());
+            tensors.push((name.to_owned(), merged));
+        }
+        let path = tmp.join(file_of(i));
+        Tensor::write_safetensors(&tensors, &path).map_err(torch(&path))?;
     }
-    if n > 1 {
-        let index = serde_json::json!({"metadata": {"total_size": total}, "weight_map": weight_map});
+    if count > 1 {
+        let index =
+            serde_json::json!({"metadata": {"total_size": sizes.iter().sum::<usize>()}, "weight_map": weight_map});
         let path = tmp.join("model.safetensors.index.json");
         std::fs::write(&path, serde_json::to_vec_pretty(&index).expect("index serializes")).map_err(io(&path))?;
     }
@@ -157,5 +142,15 @@ pub fn save_merged(dest: &Path, base: &Checkpoint, lora: &LoraStore) -> Result<(
             std::fs::copy(&src, tmp.join(f)).map_err(io(&src))?;
         }
     }
-    finish(&tmp, dest)
+    Ok(artifact::publish(&tmp, dest)?)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn shards_fill_up_to_the_limit() {
+        assert_eq!(super::plan_shards(&[4, 4, 4, 9, 1], 8), vec![0..2, 2..3, 3..4, 4..5]);
+        assert_eq!(super::plan_shards(&[1, 1], 8), vec![0..2]);
+        assert_eq!(super::plan_shards(&[], 8), vec![0..0]);
+    }
 }

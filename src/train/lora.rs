@@ -1,88 +1,23 @@
 //! LoRA adapters: trainable low-rank updates kept apart from the frozen base, named as PEFT names them.
 
-use super::model::{Llama, PROJECTIONS, projection_path};
-use serde::{Deserialize, Serialize};
+use super::model::{Llama, projection_index, projection_path, projection_shape};
+use super::spec::{PROJECTIONS, lora_scaling};
+use crate::api::training_run::LoraSpec;
 use std::collections::BTreeMap;
 use tch::{Kind, Tensor};
-
-/// `spec.lora` of a TrainingRun. Defaults are the seed notebook's.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct LoraConfig {
-    pub r: usize,
-    pub alpha: f64,
-    pub dropout: f64,
-    pub target_modules: Vec<String>,
-    pub use_rslora: bool,
-}
-
-impl Default for LoraConfig {
-    fn default() -> Self {
-        LoraConfig {
-            r: 16,
-            alpha: 16.0,
-            dropout: 0.0,
-            target_modules: PROJECTIONS.iter().map(|s| s.to_string()).collect(),
-            use_rslora: false,
-        }
-    }
-}
-
-impl LoraConfig {
-    /// alpha/r, or alpha/√r with rank-stabilized LoRA.
-    pub fn scaling(&self) -> f64 {
-        if self.use_rslora {
-            self.alpha / (self.r as f64).sqrt()
-        } else {
-            self.alpha / self.r as f64
-        }
-    }
-
-    pub fn validate(&self) -> Result<(), String> {
-        if self.r == 0 {
-            return Err("lora.r must be positive".into());
-        }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return Err(format!("lora.dropout {} must be in [0, 1)", self.dropout));
-        }
-        if self.target_modules.is_empty() {
-            return Err("lora.targetModules is empty".into());
-        }
-        for m in &self.target_modules {
-            if !PROJECTIONS.contains(&m.as_str()) {
-                return Err(format!("lora.targetModules: unknown module {m:?} (known: {})", PROJECTIONS.join(", ")));
-            }
-        }
-        Ok(())
-    }
-}
 
 /// One adapter: A [r, in] and B [out, r], kept in f32 whatever the base dtype so AdamW's small updates survive.
 pub struct Adapter {
     pub a: Tensor,
     pub b: Tensor,
-    scaling: f64,
-    dropout: f64,
-}
-
-impl Adapter {
-    /// scaling · B(A(dropout(x))), computed in the activation dtype.
-    pub fn delta(&self, x: &Tensor, kind: Kind, train: bool) -> Tensor {
-        let x = if train && self.dropout > 0.0 {
-            x.dropout(self.dropout, true)
-        } else {
-            x.shallow_clone()
-        };
-        x.linear::<Tensor>(&self.a.to_kind(kind), None)
-            .linear::<Tensor>(&self.b.to_kind(kind), None)
-            * self.scaling
-    }
 }
 
 pub struct LoraStore {
-    pub config: LoraConfig,
-    /// Keyed by (layer, projection name); BTreeMap so iteration (export, optimizer) order is fixed.
-    adapters: BTreeMap<(usize, &'static str), Adapter>,
+    pub spec: LoraSpec,
+    scaling: f64,
+    layers: usize,
+    /// Indexed by `layer * 7 + projection`; `None` where the projection is not targeted.
+    adapters: Vec<Option<Adapter>>,
 }
 
 /// PEFT's tensor names, e.g. `base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight`.
@@ -92,48 +27,95 @@ pub fn peft_name(layer: usize, proj: &str, which: char) -> String {
 
 impl LoraStore {
     /// Fresh adapters: A ~ kaiming_uniform(a=√5), i.e. U(−1/√in, 1/√in), and B = 0 (so training starts at
-    /// the base model). Draws from libtorch's generator: seed it first for reproducible runs.
-    pub fn new(model: &Llama, config: LoraConfig) -> Self {
-        let mut adapters = BTreeMap::new();
-        let scaling = config.scaling();
-        for layer in 0..model.config.num_hidden_layers {
-            for proj in PROJECTIONS {
-                if !config.target_modules.iter().any(|m| m == proj) {
+    /// the base model), as PEFT initializes them. Draws from libtorch's generator: seed it first.
+    pub fn new(model: &Llama, spec: &LoraSpec) -> Self {
+        let layers = model.config.num_hidden_layers;
+        let r = i64::from(spec.r);
+        let mut adapters = Vec::with_capacity(layers * PROJECTIONS.len());
+        for _ in 0..layers {
+            for (idx, proj) in PROJECTIONS.iter().enumerate() {
+                if !spec.target_modules.iter().any(|m| m == proj) {
+                    adapters.push(None);
                     continue;
                 }
-                let w = model.base_weight(layer, proj).expect("every layer has every projection");
-                let (out, inp) = w.size2().expect("projection weights are 2-D");
+                let (out, inp) = projection_shape(&model.config, idx);
                 let bound = 1.0 / (inp as f64).sqrt();
                 let opts = (Kind::Float, model.device);
-                let a = Tensor::empty([config.r as i64, inp], opts)
+                let a = Tensor::empty([r, inp], opts)
                     .uniform_(-bound, bound)
                     .set_requires_grad(true);
-                let b = Tensor::zeros([out, config.r as i64], opts).set_requires_grad(true);
-                adapters.insert(
-                    (layer, proj),
-                    Adapter {
-                        a,
-                        b,
-                        scaling,
-                        dropout: config.dropout,
-                    },
-                );
+                let b = Tensor::zeros([out, r], opts).set_requires_grad(true);
+                adapters.push(Some(Adapter { a, b }));
             }
         }
-        LoraStore { config, adapters }
+        LoraStore {
+            scaling: lora_scaling(spec),
+            spec: spec.clone(),
+            layers,
+            adapters,
+        }
     }
 
-    pub fn adapter(&self, layer: usize, proj: &str) -> Option<&Adapter> {
-        let key = PROJECTIONS.iter().find(|p| **p == proj)?;
-        self.adapters.get(&(layer, *key))
+    pub fn scaling(&self) -> f64 {
+        self.scaling
     }
 
-    /// Every trainable tensor with its PEFT name, in a fixed order (A then B per adapter).
+    pub fn dropout(&self) -> f64 {
+        self.spec.dropout
+    }
+
+    pub fn adapter(&self, layer: usize, proj: usize) -> Option<&Adapter> {
+        self.adapters.get(layer * PROJECTIONS.len() + proj)?.as_ref()
+    }
+
+    /// scaling · B(A(dropout(x))) for each projection in `projs` that has an adapter, in the activation dtype.
+    /// Without dropout the A matrices of projections sharing `x` (q|k|v, gate|up) run as one GEMM.
+    pub fn deltas(&self, x: &Tensor, layer: usize, projs: &[usize], kind: Kind, train: bool) -> Vec<Option<Tensor>> {
+        let ads: Vec<Option<&Adapter>> = projs.iter().map(|&p| self.adapter(layer, p)).collect();
+        let present: Vec<&Adapter> = ads.iter().flatten().copied().collect();
+        if present.is_empty() {
+            return ads.iter().map(|_| None).collect();
+        }
+        let dropout = train && self.spec.dropout > 0.0;
+        let r = i64::from(self.spec.r);
+        // Scaling is applied on the narrow [tokens, r] side: r/out times fewer multiplications.
+        let down: Vec<Tensor> = if dropout {
+            present
+                .iter()
+                .map(|ad| {
+                    x.dropout(self.spec.dropout, true)
+                        .linear::<Tensor>(&ad.a.to_kind(kind), None)
+                        * self.scaling
+                })
+                .collect()
+        } else if present.len() == 1 {
+            vec![x.linear::<Tensor>(&present[0].a.to_kind(kind), None) * self.scaling]
+        } else {
+            let a = Tensor::cat(&present.iter().map(|ad| &ad.a).collect::<Vec<_>>(), 0).to_kind(kind);
+            (x.linear::<Tensor>(&a, None) * self.scaling).split(r, -1)
+        };
+        let mut down = down.into_iter();
+        ads.iter()
+            .map(|ad| {
+                ad.map(|ad| {
+                    down.next()
+                        .expect("one per adapter")
+                        .linear::<Tensor>(&ad.b.to_kind(kind), None)
+                })
+            })
+            .collect()
+    }
+
+    /// Every trainable tensor with its PEFT name, in a fixed order (layer, projection, A then B).
     pub fn named(&self) -> Vec<(String, &Tensor)> {
-        let mut out = Vec::with_capacity(self.adapters.len() * 2);
-        for ((layer, proj), ad) in &self.adapters {
-            out.push((peft_name(*layer, proj, 'A'), &ad.a));
-            out.push((peft_name(*layer, proj, 'B'), &ad.b));
+        let mut out = Vec::new();
+        for layer in 0..self.layers {
+            for (idx, proj) in PROJECTIONS.iter().enumerate() {
+                if let Some(ad) = self.adapter(layer, idx) {
+                    out.push((peft_name(layer, proj, 'A'), &ad.a));
+                    out.push((peft_name(layer, proj, 'B'), &ad.b));
+                }
+            }
         }
         out
     }
@@ -159,18 +141,19 @@ impl LoraStore {
     }
 
     /// `adapter_config.json` as PEFT writes it for a causal-LM LoRA.
-    pub fn peft_config(&self, base_model: &str) -> serde_json::Value {
+    pub fn peft_config(&self, base_model: &str, revision: Option<&str>) -> serde_json::Value {
         serde_json::json!({
             "peft_type": "LORA",
             "task_type": "CAUSAL_LM",
             "base_model_name_or_path": base_model,
-            "r": self.config.r,
-            "lora_alpha": self.config.alpha,
-            "lora_dropout": self.config.dropout,
-            "target_modules": self.config.target_modules,
+            "revision": revision,
+            "r": self.spec.r,
+            "lora_alpha": self.spec.alpha,
+            "lora_dropout": self.spec.dropout,
+            "target_modules": self.spec.target_modules,
             "bias": "none",
             "fan_in_fan_out": false,
-            "use_rslora": self.config.use_rslora,
+            "use_rslora": self.spec.use_rslora,
             "use_dora": false,
             "modules_to_save": null,
             "rank_pattern": {},
@@ -182,7 +165,7 @@ impl LoraStore {
 
     /// scaling · B·A for one projection, in f32 (what a merge adds to the base weight).
     pub fn merged_delta(&self, layer: usize, proj: &str) -> Option<Tensor> {
-        let ad = self.adapter(layer, proj)?;
-        Some(tch::no_grad(|| ad.b.matmul(&ad.a) * ad.scaling))
+        let ad = self.adapter(layer, projection_index(proj)?)?;
+        Some(tch::no_grad(|| ad.b.matmul(&ad.a) * self.scaling))
     }
 }

@@ -12,7 +12,8 @@ pub struct TrainMetrics {
     pub learning_rate: Gauge,
     pub tokens_per_second: Gauge,
     pub eta_seconds: Gauge,
-    pub epoch: IntGauge,
+    /// Fractional: 1.5 is half-way through the second epoch (what status.progress.epoch shows).
+    pub epoch: Gauge,
 }
 
 impl TrainMetrics {
@@ -25,7 +26,6 @@ impl TrainMetrics {
         };
         let step = int("fireweave_train_step", "Optimizer steps completed");
         let total_steps = int("fireweave_train_total_steps", "Optimizer steps this run will take");
-        let epoch = int("fireweave_train_epoch", "Current epoch (0-based)");
         let float = |name: &str, help: &str| {
             let g = Gauge::new(name, help).expect("valid metric name");
             registry.register(Box::new(g.clone())).expect("registered once");
@@ -37,10 +37,10 @@ impl TrainMetrics {
             learning_rate: float("fireweave_train_learning_rate", "Learning rate of the last step"),
             tokens_per_second: float("fireweave_train_tokens_per_second", "Trained tokens per second"),
             eta_seconds: float("fireweave_train_eta_seconds", "Estimated seconds until training ends"),
+            epoch: float("fireweave_train_epoch", "Epochs completed, fractional"),
             registry,
             step,
             total_steps,
-            epoch,
         }
     }
 
@@ -53,21 +53,31 @@ impl TrainMetrics {
     }
 
     /// Serves `/metrics` from a background thread for the life of the process. The training loop is
-    /// synchronous; a failure to bind is logged, not fatal (metrics are an aid, not the job).
-    pub fn serve(&self, addr: &str) {
+    /// synchronous; a failure to bind is logged, not fatal (metrics are an aid, not the job). Returns the
+    /// bound address once listening (None when binding failed).
+    pub fn serve(&self, addr: &str) -> Option<std::net::SocketAddr> {
         let me = self.clone();
         let addr = addr.to_owned();
+        let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(rt) => rt,
-                Err(e) => return tracing::warn!(error = %e, "metrics runtime failed to start"),
+                Err(e) => {
+                    let _ = tx.send(None);
+                    return tracing::warn!(error = %e, "metrics runtime failed to start");
+                }
             };
             rt.block_on(async move {
                 let listener = match tokio::net::TcpListener::bind(&addr).await {
                     Ok(l) => l,
-                    Err(e) => return tracing::warn!(%addr, error = %e, "metrics endpoint not started"),
+                    Err(e) => {
+                        let _ = tx.send(None);
+                        return tracing::warn!(%addr, error = %e, "metrics endpoint not started");
+                    }
                 };
-                tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or(addr), "metrics on /metrics");
+                let local = listener.local_addr().ok();
+                let _ = tx.send(local);
+                tracing::info!(addr = ?local, "metrics on /metrics");
                 let app = axum::Router::new().route(
                     "/metrics",
                     axum::routing::get(move || {
@@ -80,6 +90,7 @@ impl TrainMetrics {
                 }
             });
         });
+        rx.recv().ok().flatten()
     }
 }
 

@@ -1,16 +1,8 @@
 //! AdamW with decoupled weight decay, gradient clipping, and the warm-up + decay schedule.
 //! Written out (rather than tch's optimizer) so the moments can be checkpointed and restored exactly.
 
-use serde::{Deserialize, Serialize};
+pub use crate::api::training_run::LrScheduler as Scheduler;
 use tch::{Kind, Tensor};
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Scheduler {
-    #[default]
-    Linear,
-    Cosine,
-}
 
 /// Learning rate for optimizer step `step` (0-based), as transformers' schedulers give it: linear warm-up
 /// from 0 over `warmup` steps, then linear or half-cosine decay to 0 at `total`.

@@ -5,10 +5,24 @@ use super::checkpoint::{EvalPoint, LossPoint};
 /// A self-contained SVG line chart. Pure: the caller writes it.
 pub fn loss_curve_svg(losses: &[LossPoint], evals: &[EvalPoint]) -> String {
     let (w, h, pad) = (640.0, 360.0, 48.0);
-    let max_step = losses.iter().map(|p| p.step).chain(evals.iter().map(|e| e.step)).max().unwrap_or(1).max(1) as f64;
-    let values = losses.iter().map(|p| p.loss).chain(evals.iter().map(|e| e.loss)).filter(|v| v.is_finite());
+    let max_step = losses
+        .iter()
+        .map(|p| p.step)
+        .chain(evals.iter().map(|e| e.step))
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
+    let values = losses
+        .iter()
+        .map(|p| p.loss)
+        .chain(evals.iter().map(|e| e.loss))
+        .filter(|v| v.is_finite());
     let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
-    let (lo, hi) = if lo.is_finite() { (lo.min(hi - 1e-6), hi) } else { (0.0, 1.0) };
+    let (lo, hi) = if lo.is_finite() {
+        (lo.min(hi - 1e-6), hi)
+    } else {
+        (0.0, 1.0)
+    };
     let x = |s: usize| pad + (s as f64 / max_step) * (w - 2.0 * pad);
     let y = |v: f64| h - pad - (v - lo) / (hi - lo).max(1e-9) * (h - 2.0 * pad);
     let line = |pts: Vec<(f64, f64)>| {
@@ -21,7 +35,13 @@ pub fn loss_curve_svg(losses: &[LossPoint], evals: &[EvalPoint]) -> String {
     let eval = line(evals.iter().map(|e| (x(e.step), y(e.loss))).collect());
     let dots: String = evals
         .iter()
-        .map(|e| format!(r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="#d95f02"/>"#, x(e.step), y(e.loss)))
+        .map(|e| {
+            format!(
+                r##"<circle cx="{:.1}" cy="{:.1}" r="3" fill="#d95f02"/>"##,
+                x(e.step),
+                y(e.loss)
+            )
+        })
         .collect();
     format!(
         r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">

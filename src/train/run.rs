@@ -3,95 +3,130 @@
 use super::checkpoint::{self, EvalPoint, LossPoint, TrainState};
 use super::data::{self, Encoder, Example};
 use super::export;
+use super::inputs::{self, DatasetHints};
 use super::lora::LoraStore;
 use super::metrics::TrainMetrics;
-use super::model::Llama;
+use super::model::{Llama, LossSum};
 use super::optim::{AdamW, learning_rate};
-use super::report;
-use super::spec::{BaseQuantization, TrainingRunManifest};
+use super::{artifact, report, spec};
+use crate::api::training_run::{BaseQuantization, TrainResult};
+use crate::api::{ArtifactRef, TrainingRun};
 use crate::chat::ChatTemplate;
 use crate::hf::Checkpoint;
-use serde_json::json;
+use sha2::{Digest, Sha256};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct TrainArgs {
-    /// The TrainingRun (spec.json rendered by the operator, or a manifest in YAML/JSON).
+    /// The TrainingRun: spec.json as the operator renders it, or a manifest (YAML or JSON).
     #[arg(long)]
     pub spec: PathBuf,
-    /// Artifact root: datasets are read from and runs written to here.
+    /// Artifact root: datasets and cached models are read from it, runs/<namespace>/<name>/ written to it.
     #[arg(long, default_value = "/artifacts")]
     pub artifacts: PathBuf,
-    /// Dataset folder (with train.jsonl, optionally eval.jsonl) instead of the newest artifact of datasetRef.
+    /// Dataset folder (train.jsonl, optionally eval.jsonl). Default: the build the operator names in
+    /// FIREWEAVE_DATASET_URI or the spec.json annotation, else the newest build of spec.datasetRef.
     #[arg(long)]
     pub dataset: Option<PathBuf>,
-    /// auto (CUDA when available), cpu or cuda.
+    /// auto (CUDA when available), cpu or cuda[:N].
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// libtorch intra-op threads (default: libtorch's choice).
     #[arg(long)]
     pub threads: Option<i32>,
+    /// Address of the Prometheus endpoint (/metrics) the operator scrapes for status.progress.
     #[arg(long, default_value = "0.0.0.0:9090")]
     pub metrics_addr: String,
-    /// Disable the terminal progress bar (log lines remain).
+    /// No terminal progress bar (log lines remain).
     #[arg(long)]
     pub no_progress: bool,
+    /// Where Kubernetes reads the result from; written only when the file exists.
+    #[arg(long, default_value = "/dev/termination-log")]
+    pub termination_log: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     #[error(transparent)]
-    Spec(#[from] super::spec::SpecError),
+    Spec(#[from] spec::SpecError),
+    #[error(transparent)]
+    Input(#[from] inputs::InputError),
     #[error(transparent)]
     Data(#[from] data::DataError),
     #[error(transparent)]
     Checkpoint(#[from] checkpoint::CheckpointIoError),
+    #[error(transparent)]
+    Io(#[from] artifact::IoError),
     #[error(transparent)]
     Load(#[from] super::weights::LoadError),
     #[error(transparent)]
     Hf(#[from] crate::hf::CheckpointError),
     #[error(transparent)]
     Template(#[from] crate::chat::TemplateError),
+    #[error("{path}: {message}")]
+    Tokenizer { path: PathBuf, message: String },
+    #[error("--device {0:?}: expected auto, cpu, cuda or cuda:N")]
+    Device(String),
+    #[error("{dir}: no trainable examples (every conversation lacks assistant tokens after truncation)")]
+    NoExamples { dir: PathBuf },
     #[error("{0}")]
-    Input(String),
+    Bench(String),
+    #[error("stopped by SIGTERM after step {step}; checkpoint {checkpoint} holds it, a restart resumes from there")]
+    Terminated { step: usize, checkpoint: PathBuf },
 }
 
-/// Resolves a path from the spec: absolute as is, else under the artifact root, else next to the manifest.
-fn resolve(p: &Path, artifacts: &Path, spec: &Path) -> PathBuf {
-    if p.is_absolute() {
-        return p.to_owned();
+/// Set by SIGTERM (a preempted or drained Pod) while the training loop runs: the loop checkpoints at the end of
+/// the current step and stops, so the replacement Pod loses nothing. Outside the loop SIGTERM ends the process
+/// as usual.
+static STOP: AtomicBool = AtomicBool::new(false);
+static IN_LOOP: AtomicBool = AtomicBool::new(false);
+
+fn watch_sigterm() {
+    std::thread::spawn(|| {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            return;
+        };
+        rt.block_on(async {
+            let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+                return;
+            };
+            term.recv().await;
+            if IN_LOOP.load(Ordering::SeqCst) {
+                tracing::warn!("SIGTERM: checkpointing after this step, then stopping");
+                STOP.store(true, Ordering::SeqCst);
+            } else {
+                std::process::exit(143);
+            }
+        });
+    });
+}
+
+pub fn parse_device(s: &str) -> Result<Device, TrainError> {
+    match s {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Ok(Device::Cuda(0)),
+        "auto" => Ok(Device::cuda_if_available()),
+        other => other
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse().ok())
+            .map(Device::Cuda)
+            .ok_or_else(|| TrainError::Device(other.to_owned())),
     }
-    let under = artifacts.join(p);
-    if under.exists() {
-        return under;
-    }
-    spec.parent().unwrap_or(Path::new(".")).join(p)
 }
 
-/// The newest dataset artifact of `datasets/<ns>/<name>/<digest>/` holding a train.jsonl.
-fn find_dataset(artifacts: &Path, ns: &str, name: &str) -> Result<PathBuf, TrainError> {
-    let root = artifacts.join("datasets").join(ns).join(name);
-    let mut found: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&root)
-        .map_err(|e| TrainError::Input(format!("dataset {ns}/{name}: {}: {e}", root.display())))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.join("train.jsonl").is_file() && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
-        .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
-        .collect();
-    found.sort();
-    found
-        .pop()
-        .map(|(_, p)| p)
-        .ok_or_else(|| TrainError::Input(format!("dataset {ns}/{name}: no train.jsonl under {}", root.display())))
+/// bf16 halves memory and runs on tensor cores; on the CPU f32 is both faster and exact for tests.
+pub fn compute_kind(device: Device) -> Kind {
+    if device.is_cuda() { Kind::BFloat16 } else { Kind::Float }
 }
 
-/// Steps per epoch and in total: an optimizer step consumes `accum` micro-batches; an epoch's last step
-/// may take fewer.
-pub fn plan(examples: usize, batch: usize, accum: usize, epochs: usize, max_steps: Option<usize>) -> (usize, usize) {
-    let per_epoch = examples.div_ceil(batch).div_ceil(accum).max(1);
+/// Optimizer steps per epoch and in total: a step consumes `accum` micro-batches; an epoch's last step may
+/// take fewer.
+pub fn plan(batches_per_epoch: usize, accum: usize, epochs: usize, max_steps: Option<usize>) -> (usize, usize) {
+    let per_epoch = batches_per_epoch.div_ceil(accum).max(1);
     let total = per_epoch * epochs;
     (per_epoch, max_steps.map_or(total, |m| m.min(total)))
 }
@@ -104,104 +139,135 @@ fn tensors(batch: &[&Example], device: Device) -> (Tensor, Tensor) {
     )
 }
 
-/// Token-weighted mean loss over a dataset (fixed order, no gradient).
+/// Token-weighted mean loss over a dataset (batched by length, no gradient).
 pub fn eval_loss(model: &Llama, lora: &LoraStore, examples: &[Example], batch: usize) -> Option<f64> {
-    let (mut sum, mut n) = (0.0, 0i64);
-    tch::no_grad(|| {
-        for chunk in examples.chunks(batch.max(1)) {
-            let refs: Vec<&Example> = chunk.iter().collect();
-            let (ids, targets) = tensors(&refs, model.device);
-            let (loss, count) = model.loss_sum(&ids, &targets, Some(lora), false);
-            sum += loss.double_value(&[]);
-            n += count;
-        }
-    });
-    (n > 0).then(|| sum / n as f64)
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    let tmp = path.with_extension("tmp");
-    let err = |e: std::io::Error| TrainError::Input(format!("{}: {e}", path.display()));
-    std::fs::write(&tmp, bytes).map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
-}
-
-pub fn run(args: &TrainArgs) -> Result<serde_json::Value, TrainError> {
-    let manifest = TrainingRunManifest::from_file(&args.spec)?;
-    let spec = &manifest.spec;
-    let hp = &spec.hyperparameters;
-    let ns = manifest.namespace().to_owned();
-    let name = if manifest.metadata.name.is_empty() { "run".to_owned() } else { manifest.metadata.name.clone() };
-    if spec.base_quantization == BaseQuantization::Nf4 {
-        return Err(TrainError::Input(
-            "baseQuantization nf4 (QLoRA) is not implemented yet in this build; use none".into(),
-        ));
+    let mut order: Vec<&Example> = examples.iter().collect();
+    order.sort_by_key(|e| e.ids.len());
+    let mut total = LossSum::default();
+    for chunk in order.chunks(batch.max(1)) {
+        let (ids, targets) = tensors(chunk, model.device);
+        let l = model.loss_sum(&ids, &targets, Some(lora));
+        total.sum += l.sum;
+        total.tokens += l.tokens;
     }
-    let model_dir = match (&spec.base_model.path, &spec.base_model.hugging_face) {
-        (Some(p), _) => resolve(p, &args.artifacts, &args.spec),
-        (None, Some(hf)) => {
-            return Err(TrainError::Input(format!(
-                "baseModel.huggingFace ({}) download is not implemented yet; download it and use baseModel.path",
-                hf.repo
-            )));
-        }
-        (None, None) => return Err(TrainError::Input("spec.baseModel needs path or huggingFace".into())),
-    };
-    let dataset_dir = match &args.dataset {
-        Some(d) => d.clone(),
-        None => find_dataset(&args.artifacts, &ns, &spec.dataset_ref.name)?,
-    };
-    let run_dir = args.artifacts.join("runs").join(&ns).join(&name);
+    (total.tokens > 0).then(|| total.sum / total.tokens as f64)
+}
 
-    let device = match args.device.as_str() {
-        "cpu" => Device::Cpu,
-        "cuda" => Device::Cuda(0),
-        "auto" => Device::cuda_if_available(),
-        other => return Err(TrainError::Input(format!("--device {other:?}: expected auto, cpu or cuda"))),
-    };
-    // bf16 halves memory and runs on tensor cores; on CPU f32 is both faster and exact for tests.
-    let kind = if device.is_cuda() { Kind::BFloat16 } else { Kind::Float };
+/// Fingerprint of what is trained: a checkpoint made from other inputs is never resumed.
+fn inputs_fingerprint(tr: &TrainingRun, dataset_digest: &str) -> String {
+    let s = &tr.spec;
+    let doc = serde_json::json!({
+        "baseModel": s.base_model, "lora": s.lora, "baseQuantization": s.base_quantization,
+        "hyperparameters": s.hyperparameters, "dataset": dataset_digest,
+    });
+    hex::encode(Sha256::digest(doc.to_string()))
+}
+
+fn artifact_ref(root: &Path, rel: &Path) -> Result<ArtifactRef, TrainError> {
+    Ok(ArtifactRef {
+        uri: rel.to_string_lossy().into_owned(),
+        digest: format!("sha256:{}", artifact::folder_digest(&root.join(rel))?),
+    })
+}
+
+/// Logs a line without tearing the progress bar.
+fn log_with(bar: Option<&indicatif::ProgressBar>, f: impl FnOnce()) {
+    match bar {
+        Some(b) => b.suspend(f),
+        None => f(),
+    }
+}
+
+pub fn run(args: &TrainArgs) -> Result<TrainResult, TrainError> {
+    let tr = spec::load(&args.spec)?;
+    let hp = &tr.spec.hyperparameters;
+    let run_rel = spec::run_dir(&tr);
+    let run_dir = args.artifacts.join(&run_rel);
+    let device = parse_device(&args.device)?;
+    let kind = compute_kind(device);
     if let Some(t) = args.threads {
         tch::set_num_threads(t);
     }
-    tch::manual_seed(hp.seed as i64);
+    let nf4 = tr.spec.base_quantization == BaseQuantization::Nf4;
+    let recompute = spec::recompute_layers(&tr);
+    if nf4 && !device.is_cuda() {
+        tracing::warn!(
+            "baseQuantization nf4 on the CPU: correct but slow (weights are dequantized at every use); use none for CPU runs"
+        );
+    }
 
-    let tokenizer_path = model_dir.join("tokenizer.json");
-    let tokenizer = tokenizers::Tokenizer::from_file(&tokenizer_path)
-        .map_err(|e| TrainError::Input(format!("{}: {e}", tokenizer_path.display())))?;
-    let template = ChatTemplate::from_model_dir(&model_dir)?;
+    let dataset = inputs::dataset(&tr, &args.artifacts, &DatasetHints::from_env(args.dataset.clone()))?;
+    let model_in = inputs::base_model(&tr, &args.artifacts, &args.spec)?;
+    tracing::info!(dataset = %dataset.dir.display(), digest = %dataset.digest, from = dataset.source,
+        model = %model_in.dir.display(), "inputs");
+
+    let tokenizer_path = model_in.dir.join("tokenizer.json");
+    let tokenizer = tokenizers::Tokenizer::from_file(&tokenizer_path).map_err(|e| TrainError::Tokenizer {
+        path: tokenizer_path.clone(),
+        message: e.to_string(),
+    })?;
+    let template = ChatTemplate::from_model_dir(&model_in.dir)?;
     let encoder = Encoder {
         template: &template,
         tokenizer: &tokenizer,
-        max_len: hp.max_seq_length,
+        max_len: hp.max_seq_length as usize,
     };
-    let (train, train_stats) = encoder.encode_all(&data::read_jsonl(&dataset_dir.join("train.jsonl"))?)?;
-    let eval_path = dataset_dir.join("eval.jsonl");
+    let (train, train_stats) = encoder.encode_all(&data::read_jsonl(&dataset.dir.join("train.jsonl"))?)?;
+    let eval_path = dataset.dir.join("eval.jsonl");
     let (eval, eval_stats) = if eval_path.is_file() {
         encoder.encode_all(&data::read_jsonl(&eval_path)?)?
     } else {
         Default::default()
     };
     if train.is_empty() {
-        return Err(TrainError::Input(format!("{}: no trainable examples", dataset_dir.display())));
+        return Err(TrainError::NoExamples { dir: dataset.dir });
     }
-    tracing::info!(examples = train_stats.examples, truncated = train_stats.truncated_examples,
-        dropped_turns = train_stats.dropped_turns, trained_tokens = train_stats.trained_tokens,
-        eval_examples = eval_stats.examples, "dataset encoded");
+    tracing::info!(
+        examples = train_stats.examples,
+        truncated = train_stats.truncated_examples,
+        dropped_turns = train_stats.dropped_turns,
+        hard_truncated = train_stats.hard_truncated,
+        skipped = train_stats.skipped_no_labels,
+        tokens = train_stats.tokens,
+        trained_tokens = train_stats.trained_tokens,
+        eval_examples = eval_stats.examples,
+        "dataset encoded"
+    );
 
-    let ck = Checkpoint::open(&model_dir)?;
-    let model = Llama::load(&ck, kind, device)?;
-    let mut lora = LoraStore::new(&model, spec.lora.clone());
+    let ck = Checkpoint::open(&model_in.dir)?;
+    let load_started = Instant::now();
+    let model = Llama::load(&ck, kind, device, nf4)?;
+    tch::manual_seed(hp.seed as i64);
+    let mut lora = LoraStore::new(&model, &tr.spec.lora);
     let mut opt = AdamW::new(&lora.parameters(), hp.weight_decay);
-    let (per_epoch, total) = plan(train.len(), hp.batch_size, hp.gradient_accumulation, hp.epochs, hp.max_steps);
-    tracing::info!(model = %model_dir.display(), ?device, trainable = lora.num_parameters(), steps = total, "training");
+    let (batch, accum) = (hp.batch_size as usize, hp.gradient_accumulation as usize);
+    let (per_epoch, total) = plan(
+        train.len().div_ceil(batch),
+        accum,
+        hp.epochs as usize,
+        hp.max_steps.map(|m| m as usize),
+    );
+    tracing::info!(
+        ?device,
+        ?kind,
+        nf4,
+        recompute,
+        weights_mib = model.weight_bytes() >> 20,
+        load_s = load_started.elapsed().as_secs_f64(),
+        trainable = lora.num_parameters(),
+        steps = total,
+        steps_per_epoch = per_epoch,
+        "model ready"
+    );
 
+    let inputs_id = inputs_fingerprint(&tr, &dataset.digest);
     let ck_root = run_dir.join("checkpoints");
     let mut state = TrainState {
         rng_seed: hp.seed,
+        inputs: inputs_id.clone(),
         ..Default::default()
     };
-    if let Some((dir, saved)) = checkpoint::latest_valid(&ck_root) {
+    if let Some((dir, saved)) = checkpoint::latest_valid(&ck_root, &inputs_id) {
         checkpoint::restore(&dir, &saved, &mut lora, &mut opt)?;
         tracing::info!(checkpoint = %dir.display(), step = saved.step, "resumed");
         state = saved;
@@ -210,16 +276,37 @@ pub fn run(args: &TrainArgs) -> Result<serde_json::Value, TrainError> {
     let metrics = TrainMetrics::new();
     metrics.serve(&args.metrics_addr);
     metrics.total_steps.set(total as i64);
+    metrics.step.set(state.step as i64);
     let bar = (!args.no_progress && std::io::stderr().is_terminal()).then(|| {
         let b = indicatif::ProgressBar::new(total as u64);
         b.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} steps {msg} [{elapsed_precise}<{eta_precise}]")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} steps {msg} [{elapsed_precise}<{eta_precise}]",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         b.set_position(state.step as u64);
         b
     });
 
+    if state.step == 0
+        && state.evals.is_empty()
+        && let Some(l) = eval_loss(&model, &lora, &eval, batch)
+    {
+        // The base model's eval loss: the point every later evaluation is compared with.
+        metrics.eval_loss.set(l);
+        log_with(bar.as_ref(), || {
+            tracing::info!(eval_loss = l, "evaluated the base model")
+        });
+        state.evals.push(EvalPoint {
+            epoch: 0,
+            step: 0,
+            loss: l,
+        });
+    }
+
+    watch_sigterm();
+    IN_LOOP.store(true, Ordering::SeqCst);
     let lengths: Vec<usize> = train.iter().map(|e| e.ids.len()).collect();
     let mut epoch_cache: Option<(usize, Vec<Vec<usize>>)> = None;
     let started = Instant::now();
@@ -230,99 +317,153 @@ pub fn run(args: &TrainArgs) -> Result<serde_json::Value, TrainError> {
         let step = state.step;
         let epoch = step / per_epoch;
         if epoch_cache.as_ref().is_none_or(|(e, _)| *e != epoch) {
-            epoch_cache = Some((epoch, data::epoch_batches(&lengths, hp.batch_size, hp.seed, epoch)));
+            epoch_cache = Some((epoch, data::epoch_batches(&lengths, batch, hp.seed, epoch)));
         }
         let batches = &epoch_cache.as_ref().expect("set above").1;
-        let first = (step % per_epoch) * hp.gradient_accumulation;
-        let group = &batches[first..(first + hp.gradient_accumulation).min(batches.len())];
+        let first = (step % per_epoch) * accum;
+        let group = &batches[first.min(batches.len())..(first + accum).min(batches.len())];
         // Normalize by the trained tokens of the whole accumulated batch, so the loss is a true token mean.
         let group_tokens: usize = group.iter().flatten().map(|&i| train[i].trained_tokens()).sum();
-        tch::manual_seed(hp.seed.wrapping_add(step as u64) as i64);
+        let scale = 1.0 / group_tokens.max(1) as f64;
         let mut loss_sum = 0.0;
-        for micro in group {
+        for (m, micro) in group.iter().enumerate() {
             let refs: Vec<&Example> = micro.iter().map(|&i| &train[i]).collect();
             let (ids, targets) = tensors(&refs, device);
-            let (loss, _) = model.loss_sum(&ids, &targets, Some(&lora), true);
-            loss_sum += loss.double_value(&[]);
-            (loss / group_tokens.max(1) as f64).backward();
+            let seed = (hp.seed as i64).wrapping_add((step * 1024 + m) as i64);
+            loss_sum += model
+                .forward_backward(&ids, &targets, &lora, scale, recompute, seed)
+                .sum;
             run_tokens += refs.iter().map(|e| e.ids.len() as u64).sum::<u64>();
         }
-        AdamW::clip_grad_norm(&params, hp.max_grad_norm);
-        let lr = learning_rate(hp.learning_rate, step, hp.warmup_steps, total, hp.lr_scheduler);
+        let grad_norm = AdamW::clip_grad_norm(&params, hp.max_grad_norm);
+        let lr = learning_rate(hp.learning_rate, step, hp.warmup_steps as usize, total, hp.lr_scheduler);
         opt.step(&params, lr);
         AdamW::zero_grad(&params);
-        let loss = loss_sum / group_tokens.max(1) as f64;
+        let loss = loss_sum * scale;
         state.step += 1;
         state.epoch = state.step / per_epoch;
-        state.micro_batch = (state.step % per_epoch) * hp.gradient_accumulation;
+        state.micro_batch = (state.step % per_epoch) * accum;
         state.tokens += group.iter().flatten().map(|&i| train[i].ids.len() as u64).sum::<u64>();
-        state.losses.push(LossPoint { step: state.step, loss, lr });
+        state.losses.push(LossPoint {
+            step: state.step,
+            loss,
+            lr,
+        });
 
         let elapsed = started.elapsed().as_secs_f64();
         let tps = run_tokens as f64 / elapsed.max(1e-9);
         let eta = elapsed / (state.step - start_step) as f64 * (total - state.step) as f64;
+        let epoch_f = state.step as f64 / per_epoch as f64;
         metrics.step.set(state.step as i64);
-        metrics.epoch.set(epoch as i64);
+        metrics.epoch.set(epoch_f);
         metrics.loss.set(loss);
         metrics.learning_rate.set(lr);
         metrics.tokens_per_second.set(tps);
         metrics.eta_seconds.set(eta);
-        tracing::info!(step = state.step, total, epoch, loss, lr, tokens_per_second = tps.round(), eta_s = eta.round(), "step");
-        if let Some(b) = &bar {
-            b.set_position(state.step as u64);
-            b.set_message(format!("loss {loss:.4}"));
+        match &bar {
+            Some(b) => {
+                b.set_position(state.step as u64);
+                b.set_message(format!("loss {loss:.4} lr {lr:.2e} {tps:.0} tok/s"));
+            }
+            None => tracing::info!(
+                step = state.step,
+                total,
+                epoch = epoch_f,
+                loss,
+                lr,
+                grad_norm,
+                tokens_per_second = tps.round(),
+                eta_s = eta.round(),
+                "step"
+            ),
         }
 
-        if state.step % per_epoch == 0 || state.step == total {
-            if let Some(l) = eval_loss(&model, &lora, &eval, hp.batch_size) {
-                metrics.eval_loss.set(l);
-                tracing::info!(epoch, step = state.step, eval_loss = l, "evaluated");
-                state.evals.push(EvalPoint { epoch, step: state.step, loss: l });
+        if (state.step.is_multiple_of(per_epoch) || state.step == total)
+            && let Some(l) = eval_loss(&model, &lora, &eval, batch)
+        {
+            metrics.eval_loss.set(l);
+            log_with(bar.as_ref(), || {
+                tracing::info!(epoch = epoch_f, step = state.step, eval_loss = l, "evaluated")
+            });
+            state.evals.push(EvalPoint {
+                epoch: state.step.div_ceil(per_epoch),
+                step: state.step,
+                loss: l,
+            });
+        }
+        let stop = STOP.load(Ordering::SeqCst);
+        if stop || state.step.is_multiple_of(tr.spec.checkpoint_every_steps as usize) || state.step == total {
+            let dir = checkpoint::save(&ck_root, &lora, &opt, state.clone(), 2)?;
+            log_with(
+                bar.as_ref(),
+                || tracing::info!(checkpoint = %dir.display(), "checkpoint written"),
+            );
+            if stop {
+                return Err(TrainError::Terminated {
+                    step: state.step,
+                    checkpoint: dir,
+                });
             }
         }
-        if state.step % spec.checkpoint_every_steps == 0 || state.step == total {
-            let dir = checkpoint::save(&ck_root, &lora, &opt, state.clone(), 2)?;
-            tracing::info!(checkpoint = %dir.display(), "checkpoint written");
-        }
+    }
+    IN_LOOP.store(false, Ordering::SeqCst);
+    if STOP.load(Ordering::SeqCst) {
+        std::process::exit(143);
     }
     if let Some(b) = &bar {
         b.finish();
     }
 
-    let base_name = model_dir.display().to_string();
-    let adapter_dir = run_dir.join("adapter");
-    export::save_peft(&adapter_dir, &lora, &base_name)?;
-    let mut result = json!({
-        "adapter": {"uri": adapter_dir.display().to_string(), "digest": export::dir_digest(&adapter_dir)?},
-    });
-    if spec.export.merge {
-        let merged_dir = run_dir.join("merged");
-        export::save_merged(&merged_dir, &ck, &lora)?;
-        result["merged"] = json!({"uri": merged_dir.display().to_string(), "digest": export::dir_digest(&merged_dir)?});
-    }
-    let final_loss = state.losses.last().map(|p| p.loss);
-    let eval_final = state.evals.last().map(|e| e.loss);
-    result["finalLoss"] = json!(final_loss);
-    result["evalLoss"] = json!(eval_final);
-    result["steps"] = json!(state.step);
-    result["tokens"] = json!(state.tokens);
+    let adapter_rel = run_rel.join("adapter");
+    export::save_peft(
+        &args.artifacts.join(&adapter_rel),
+        &lora,
+        &model_in.peft_name,
+        model_in.revision.as_deref(),
+    )?;
+    let merged = if tr.spec.export.merge {
+        let merged_rel = run_rel.join("merged");
+        export::save_merged(&args.artifacts.join(&merged_rel), &ck, &lora)?;
+        Some(artifact_ref(&args.artifacts, &merged_rel)?)
+    } else {
+        None
+    };
+    let result = TrainResult {
+        adapter: artifact_ref(&args.artifacts, &adapter_rel)?,
+        merged,
+        final_loss: state.losses.last().map(|p| p.loss),
+        eval_loss: state.evals.last().map(|e| e.loss),
+        steps: state.step as u64,
+        tokens: state.tokens,
+    };
 
     let report_dir = run_dir.join("report");
-    std::fs::create_dir_all(&report_dir).map_err(|e| TrainError::Input(format!("{}: {e}", report_dir.display())))?;
-    write_atomic(&report_dir.join("loss.svg"), report::loss_curve_svg(&state.losses, &state.evals).as_bytes())?;
-    let report = json!({
+    std::fs::create_dir_all(&report_dir).map_err(artifact::io(&report_dir))?;
+    artifact::write_atomic(
+        &report_dir.join("loss.svg"),
+        report::loss_curve_svg(&state.losses, &state.evals).as_bytes(),
+    )?;
+    let train_secs = started.elapsed().as_secs_f64();
+    let report = serde_json::json!({
         "result": result,
         "device": format!("{device:?}"),
         "dtype": format!("{kind:?}"),
+        "baseQuantization": tr.spec.base_quantization,
+        "gradientCheckpointing": recompute,
+        "dataset": {"dir": dataset.dir, "digest": format!("sha256:{}", dataset.digest)},
         "trainableParameters": lora.num_parameters(),
         "stepsPerEpoch": per_epoch,
         "trainData": train_stats,
         "evalData": eval_stats,
-        "tokensPerSecondThisProcess": run_tokens as f64 / started.elapsed().as_secs_f64().max(1e-9),
+        "thisProcess": {"steps": state.step - start_step, "seconds": train_secs,
+                        "tokensPerSecond": run_tokens as f64 / train_secs.max(1e-9)},
         "losses": state.losses,
         "evals": state.evals,
     });
-    write_atomic(&report_dir.join("metrics.json"), &serde_json::to_vec_pretty(&report).expect("serializes"))?;
+    artifact::write_atomic(
+        &report_dir.join("metrics.json"),
+        &serde_json::to_vec_pretty(&report).expect("report serializes"),
+    )?;
     Ok(result)
 }
 
@@ -331,8 +472,15 @@ mod tests {
     #[test]
     fn plan_counts_partial_groups() {
         // 9 examples, batch 2 → 5 micro-batches; accum 4 → 2 steps per epoch.
-        assert_eq!(super::plan(9, 2, 4, 3, None), (2, 6));
-        assert_eq!(super::plan(9, 2, 4, 3, Some(4)), (2, 4));
-        assert_eq!(super::plan(1, 2, 4, 1, None), (1, 1));
+        assert_eq!(super::plan(5, 4, 3, None), (2, 6));
+        assert_eq!(super::plan(5, 4, 3, Some(4)), (2, 4));
+        assert_eq!(super::plan(1, 4, 1, None), (1, 1));
+    }
+
+    #[test]
+    fn devices_parse() {
+        assert_eq!(super::parse_device("cpu").unwrap(), tch::Device::Cpu);
+        assert_eq!(super::parse_device("cuda:1").unwrap(), tch::Device::Cuda(1));
+        assert!(super::parse_device("tpu").is_err());
     }
 }

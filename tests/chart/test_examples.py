@@ -42,7 +42,7 @@ def schema_for(obj: dict) -> dict:
 
 def custom_resources() -> list[tuple[str, dict]]:
     out = []
-    for path in sorted((ROOT / "manifests" / "examples").glob("*.yaml")) + [ROOT / "examples" / "dataset.yaml"]:
+    for path in sorted((ROOT / "manifests" / "examples").glob("*.yaml")) + sorted((ROOT / "examples").glob("*/*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
             if doc:
                 out.append((f"{path.relative_to(ROOT)}:{doc['kind']}/{doc['metadata']['name']}", doc))
