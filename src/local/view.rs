@@ -35,13 +35,27 @@ fn short(digest: &str) -> &str {
 pub fn render_summary(p: &Pipeline) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "\nfireweave-ai run — artifacts in {}\n", p.artifacts.display());
-    let _ = writeln!(s, "  {:<40} {:<10} {:>8}", "resource", "step", "time");
+    // The first column is as wide as the longest resource name, so long names do not push the others.
+    let width = p
+        .done
+        .iter()
+        .map(|(k, _, _)| k.to_string().len())
+        .max()
+        .unwrap_or(0)
+        .max(8);
+    let _ = writeln!(s, "  {:<width$}  {:<10} {:>8}", "resource", "step", "time");
     for (key, done, took) in &p.done {
         let what = match done {
             Done::Ran => "ran",
             Done::Skipped => "unchanged",
         };
-        let _ = writeln!(s, "  {:<40} {:<10} {:>7.1}s", key.to_string(), what, took.as_secs_f64());
+        let _ = writeln!(
+            s,
+            "  {:<width$}  {:<10} {:>7.1}s",
+            key.to_string(),
+            what,
+            took.as_secs_f64()
+        );
     }
     for (key, ds) in &p.datasets {
         let Some(st) = ds.status.as_ref().and_then(|s| s.stats.as_ref()) else {
