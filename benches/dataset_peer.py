@@ -1,7 +1,7 @@
 """The Python peer for benches/dataset_pipeline.rs: the same work (parse, validate, score, exact dedup, MinHash
 LSH near dedup at 0.8 with 128 permutations over word 3-shingles, hash split, ShareGPT write) with datasketch.
 Usage: python dataset_peer.py CORPUS.jsonl OUTDIR. Prints one line of figures."""
-import hashlib, json, os, re, resource, sys, time
+import hashlib, json, os, re, sys, time
 
 from datasketch import MinHash, MinHashLSH
 
@@ -21,6 +21,16 @@ def score(answer):
     fmt = 3 if sum(1 for l in answer.splitlines() if l[:2] in ("1.", "2.", "3.")) >= 2 else 0
     return length + code + cli + depth + fmt
 
+
+
+def peak_rss_mib():
+    """VmHWM of this process. Not getrusage(): on Linux ru_maxrss survives exec, so a peer started by the
+    benchmark would report the Rust benchmark's own peak instead of its own."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
 def main():
     corpus, out = sys.argv[1], sys.argv[2]
@@ -64,7 +74,7 @@ def main():
             h = int(hashlib.md5((r["question"] + r["answer"]).encode()).hexdigest()[:8], 16)
             (ev if h % 10 == 0 else tr).write(line + "\n")
     secs = time.time() - t
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss = peak_rss_mib()
     print(f"python peer (datasketch MinHashLSH): {n} records in {secs:.2f}s = {n / secs:.0f} records/s; "
           f"peak RSS {rss:.0f} MiB; kept {len(kept)} rejected {rejected} duplicates {dups}")
 

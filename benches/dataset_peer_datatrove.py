@@ -12,7 +12,7 @@ from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.writers.jsonl import JsonlWriter
 
 sys.path.insert(0, os.path.dirname(__file__))
-from dataset_peer import PLACEHOLDERS, score  # noqa: E402
+from dataset_peer import PLACEHOLDERS, peak_rss_mib, score  # noqa: E402
 
 
 def adapter(self, data, path, id_in_file):
@@ -44,7 +44,7 @@ def main():
                           tasks=1, workers=1, logging_dir=f"{work}/logs/4").run()
     secs = time.time() - t
     n = sum(1 for _ in open(corpus))
-    rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+    rss = max(peak_rss_mib(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
     print(f"python peer (datatrove MinHash dedup): {n} records in {secs:.2f}s = {n / secs:.0f} records/s; peak RSS {rss:.0f} MiB")
 
 
