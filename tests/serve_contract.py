@@ -228,12 +228,18 @@ def busy_metric(name):
 @case
 def queue_full_and_disconnect_frees_slot():
     busy = httpx.Client(base_url=args.busy_host, timeout=120)
-    long = {"model": M, "messages": USER, "options": {"temperature": 0, "num_predict": 400, "stop": ["\u0000"]},
+    # A prompt SmolLM2 answers at length (greedy: all 400 tokens), so the holder still holds the slot when the
+    # third request arrives; a one-sentence answer can finish in under a second.
+    essay = [{"role": "user", "content": "Write a long, detailed essay about firewalls."}]
+    long = {"model": M, "messages": essay, "options": {"temperature": 0, "num_predict": 400, "stop": ["\u0000"]},
             "stream": True}
     cancelled_before = busy_metric("fireweave_serve_cancelled_total")
     # One request holds the only slot (it has streamed a line, so it was admitted) ...
     with busy.stream("POST", "/api/chat", json=long) as holder:
-        next(holder.iter_lines())
+        # Keep the line iterator alive: a dropped httpx iterator closes the stream, and the server (rightly)
+        # frees the slot of a client that left.
+        lines = holder.iter_lines()
+        next(lines)
         # ... one waits in the queue of one ...
         waiter_result = {}
 
