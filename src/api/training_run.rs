@@ -372,18 +372,19 @@ fn default_revision() -> String {
 fn default_r() -> u32 {
     16
 }
+/// The seven projections of a Llama layer LoRA can target, in the order HF lists them (the seed targets all).
+pub const PROJECTIONS: [&str; 7] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
+
 fn default_target_modules() -> Vec<String> {
-    [
-        "q_proj",
-        "k_proj",
-        "v_proj",
-        "o_proj",
-        "gate_proj",
-        "up_proj",
-        "down_proj",
-    ]
-    .map(String::from)
-    .to_vec()
+    PROJECTIONS.map(String::from).to_vec()
 }
 fn default_epochs() -> u32 {
     3

@@ -9,16 +9,7 @@ use crate::api::{GROUP, TrainingRun};
 use crate::controller::training_run::build::{DATASET_DIGEST_ANNOTATION, DATASET_URI_ANNOTATION};
 use std::path::{Path, PathBuf};
 
-/// The seven projections of a Llama layer LoRA can target, in the order HF lists them.
-pub const PROJECTIONS: [&str; 7] = [
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "o_proj",
-    "gate_proj",
-    "up_proj",
-    "down_proj",
-];
+pub use crate::api::training_run::PROJECTIONS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
