@@ -27,6 +27,8 @@ client = ollama.Client(host=args.host)
 http = httpx.Client(base_url=args.host, timeout=120)
 GREEDY = {"temperature": 0, "num_predict": 24, "seed": 1}
 USER = [{"role": "user", "content": "What is a firewall? Answer in one sentence."}]
+# SmolLM2's <|endoftext|>, <|im_start|> and <|im_end|>: banning them keeps a greedy answer going to max_tokens.
+NO_EOG = {"0": -100, "1": -100, "2": -100}
 failures = []
 
 
@@ -195,6 +197,14 @@ def openai_endpoints():
     tc = call["choices"][0]["message"]["tool_calls"][0]
     assert call["choices"][0]["finish_reason"] == "tool_calls"
     assert isinstance(tc["function"]["arguments"], str) and "port" in json.loads(tc["function"]["arguments"])
+    # Banning the end-of-generation tokens forces a "length" finish at exactly max_tokens.
+    banned = http.post("/v1/chat/completions", json={**body, "max_tokens": 40, "logit_bias": NO_EOG}).json()
+    assert banned["choices"][0]["finish_reason"] == "length", banned
+    assert banned["usage"]["completion_tokens"] == 40, banned
+    for bias, why in [({"x": -100}, "not a token id"), ({"99999999": -100}, "outside the vocabulary"),
+                      ({"5": 101}, "outside [-100, 100]")]:
+        r = http.post("/v1/chat/completions", json={**body, "logit_bias": bias})
+        assert r.status_code == 400 and why in r.json()["error"]["message"], r.text
     bad = http.post("/v1/chat/completions", json={"model": "nope", "messages": USER})
     assert bad.status_code == 404 and "message" in bad.json()["error"]
 
@@ -228,14 +238,13 @@ def busy_metric(name):
 @case
 def queue_full_and_disconnect_frees_slot():
     busy = httpx.Client(base_url=args.busy_host, timeout=120)
-    # A prompt SmolLM2 answers at length (greedy: all 400 tokens), so the holder still holds the slot when the
-    # third request arrives; a one-sentence answer can finish in under a second.
-    essay = [{"role": "user", "content": "Write a long, detailed essay about firewalls."}]
-    long = {"model": M, "messages": essay, "options": {"temperature": 0, "num_predict": 400, "stop": ["\u0000"]},
-            "stream": True}
+    # The holder must still hold the slot when the third request arrives, on any CPU: with its end-of-generation
+    # tokens banned it runs the full 1,500 tokens (greedy text alone can end early where the SIMD path differs).
+    long = {"model": M, "messages": [{"role": "user", "content": "Write a long essay about firewalls."}],
+            "temperature": 0, "max_tokens": 1500, "logit_bias": NO_EOG, "stream": True}
     cancelled_before = busy_metric("fireweave_serve_cancelled_total")
     # One request holds the only slot (it has streamed a line, so it was admitted) ...
-    with busy.stream("POST", "/api/chat", json=long) as holder:
+    with busy.stream("POST", "/v1/chat/completions", json=long) as holder:
         # Keep the line iterator alive: a dropped httpx iterator closes the stream, and the server (rightly)
         # frees the slot of a client that left.
         lines = holder.iter_lines()
@@ -253,7 +262,7 @@ def queue_full_and_disconnect_frees_slot():
         while busy_metric("fireweave_serve_queue_depth") < 1 and time.time() < deadline:
             time.sleep(0.05)
         # ... so the next one is refused.
-        r = busy.post("/api/chat", json={**long, "stream": False})
+        r = busy.post("/api/chat", json={"model": M, "messages": USER, "stream": False})
         assert r.status_code == 503, r.status_code
         assert r.json() == {"error": "server busy, please try again.  maximum pending requests exceeded"}
     # Leaving the stream closed the connection: the slot must be freed long before 400 tokens are done.

@@ -61,7 +61,7 @@ fn ollama_client_contract_suite() {
         "--max-queue",
         "1",
         "--num-ctx",
-        "512",
+        "2048",
     ]);
     let status = Command::new("python")
         .args([

@@ -1,6 +1,8 @@
 //! Request bodies of the Ollama and OpenAI endpoints, and the pure translation of engine events into their
 //! response lines (Ollama NDJSON, OpenAI SSE).
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -120,9 +122,31 @@ pub struct OpenAiChatRequest {
     pub presence_penalty: Option<f32>,
     #[serde(default)]
     pub response_format: Option<Value>,
+    /// Token id (as a string, as OpenAI's JSON has it) → bias in [-100, 100].
+    #[serde(default)]
+    pub logit_bias: Option<BTreeMap<String, f32>>,
 }
 
 impl OpenAiChatRequest {
+    /// `logit_bias` as (token, bias) pairs; ids are checked against the vocabulary when the job is submitted.
+    pub fn logit_bias(&self) -> Result<Vec<(i32, f32)>, String> {
+        let Some(map) = &self.logit_bias else {
+            return Ok(Vec::new());
+        };
+        map.iter()
+            .map(|(k, &v)| {
+                let id: i32 = k
+                    .parse()
+                    .map_err(|_| format!("logit_bias: key {k:?} is not a token id"))?;
+                if !(-100.0..=100.0).contains(&v) {
+                    return Err(format!("logit_bias[{k}]: {v} is outside [-100, 100]"));
+                }
+                // OpenAI documents -100 as a ban; an added -100 can still lose to a wide logit range.
+                Ok((id, if v <= -100.0 { f32::NEG_INFINITY } else { v }))
+            })
+            .collect()
+    }
+
     pub fn options(&self) -> Result<Options, String> {
         let stop = match &self.stop {
             None | Some(Value::Null) => None,

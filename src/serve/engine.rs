@@ -15,6 +15,7 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::token::logit_bias::LlamaLogitBias;
 use tokio::sync::{mpsc, oneshot};
 
 use super::metrics::Metrics;
@@ -112,6 +113,14 @@ struct Slot {
 /// Builds the sampler chain in llama.cpp's usual order; temperature ≤ 0 means greedy.
 fn build_sampler(model: &LlamaModel, s: &Sampling, grammar: Option<&str>) -> Result<LlamaSampler, String> {
     let mut chain = Vec::new();
+    if !s.logit_bias.is_empty() {
+        let biases: Vec<_> = s
+            .logit_bias
+            .iter()
+            .map(|&(t, b)| LlamaLogitBias::new(LlamaToken::new(t), b))
+            .collect();
+        chain.push(LlamaSampler::logit_bias(model.n_vocab(), &biases));
+    }
     if let Some(g) = grammar {
         chain.push(LlamaSampler::grammar(model, g, "root").map_err(|e| format!("invalid format grammar: {e}"))?);
     }

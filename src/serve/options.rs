@@ -57,6 +57,8 @@ pub struct Sampling {
     pub presence_penalty: f32,
     pub frequency_penalty: f32,
     pub stop: Vec<String>,
+    /// Additive logit offsets by token id (OpenAI's `logit_bias`; -100 bans a token).
+    pub logit_bias: Vec<(i32, f32)>,
 }
 
 /// Runtime knobs that Ollama accepts in `options` but that are fixed per process here.
@@ -123,6 +125,7 @@ impl Options {
             presence_penalty: self.presence_penalty.unwrap_or(0.0),
             frequency_penalty: self.frequency_penalty.unwrap_or(0.0),
             stop: self.stop.clone().unwrap_or_default(),
+            logit_bias: Vec::new(),
         }
     }
 }

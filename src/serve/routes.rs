@@ -289,6 +289,7 @@ struct Prepared {
     add_special: bool,
     options: Options,
     grammar: Option<String>,
+    logit_bias: Vec<(i32, f32)>,
 }
 
 fn render_chat(m: &ServedModel, mut messages: Vec<Message>, tools: &[Value]) -> Result<String, ApiError> {
@@ -325,6 +326,13 @@ fn submit(
         tracing::warn!(keys = ?unknown, "ignoring unknown options");
     }
     let mut sampling = p.options.over(&p.model.config.parameters).resolve();
+    let n_vocab = p.model.model.n_vocab();
+    if let Some((id, _)) = p.logit_bias.iter().find(|(id, _)| !(0..n_vocab).contains(id)) {
+        return Err(ApiError::bad_request(format!(
+            "logit_bias: token id {id} is outside the vocabulary (0..{n_vocab})"
+        )));
+    }
+    sampling.logit_bias = p.logit_bias;
     // Llama 3.1's end-of-turn markers end generation even in a GGUF whose vocabulary does not flag them as
     // end-of-generation tokens (they would otherwise be printed as text).
     for marker in ["<|eot_id|>", "<|eom_id|>"] {
@@ -470,6 +478,7 @@ async fn chat(State(state): State<AppState>, body: Bytes) -> Result<Response, Ap
             add_special: false,
             options: req.options.unwrap_or_default(),
             grammar,
+            logit_bias: Vec::new(),
         },
         &state.metrics,
         "/api/chat",
@@ -515,6 +524,7 @@ async fn generate(State(state): State<AppState>, body: Bytes) -> Result<Response
             add_special,
             options: req.options.unwrap_or_default(),
             grammar,
+            logit_bias: Vec::new(),
         },
         &state.metrics,
         "/api/generate",
@@ -529,6 +539,7 @@ async fn openai_chat(State(state): State<AppState>, body: Bytes) -> Result<Respo
     let prompt = render_chat(&m, messages, &req.tools).map_err(ApiError::openai)?;
     let options = req.options().map_err(|e| ApiError::bad_request(e).openai())?;
     let format = req.format().map_err(|e| ApiError::bad_request(e).openai())?;
+    let logit_bias = req.logit_bias().map_err(|e| ApiError::bad_request(e).openai())?;
     let grammar = grammar_for(format.as_ref()).map_err(ApiError::openai)?;
     let responder = Responder::new(
         Flavor::OpenAi,
@@ -543,6 +554,7 @@ async fn openai_chat(State(state): State<AppState>, body: Bytes) -> Result<Respo
             add_special: false,
             options,
             grammar,
+            logit_bias,
         },
         &state.metrics,
         "/v1/chat/completions",
