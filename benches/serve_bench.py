@@ -28,6 +28,9 @@ p.add_argument("--gguf", action="append", default=[])
 p.add_argument("--threads", type=int, default=2)
 p.add_argument("--gen", type=int, default=128, help="tokens generated per request")
 p.add_argument("--ttft-requests", type=int, default=48)
+p.add_argument("--server-arg", action="append", default=[],
+               help="extra flag for `fireweave-ai serve`, e.g. --server-arg=--flash-attention=on (repeatable)")
+p.add_argument("--skip-direct", action="store_true", help="only the server figures (quicker A/B of server flags)")
 args = p.parse_args()
 
 PROMPT_TEXT = ("Firewall rules are evaluated in order. " * 30).strip()
@@ -87,7 +90,8 @@ def server(path, parallel):
     port = s.getsockname()[1]
     s.close()
     proc = subprocess.Popen([args.bin, "serve", "--model", f"m={path}", "--addr", f"127.0.0.1:{port}",
-                             "--threads", str(args.threads), "--parallel", str(parallel), "--num-ctx", "1024"],
+                             "--threads", str(args.threads), "--parallel", str(parallel), "--num-ctx", "1024",
+                             *args.server_arg],
                             stderr=subprocess.DEVNULL)
     for _ in range(600):
         try:
@@ -162,10 +166,10 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         paths = args.gguf or requantized(tmp)
         print(f"threads={args.threads} gen={args.gen} cpu_count={os.cpu_count()} llama-cpp-python "
-              f"{llama_cpp.__version__}")
+              f"{llama_cpp.__version__} server flags {args.server_arg}")
         for path in paths:
             name = os.path.basename(path)
-            n_prompt, d_pp, d_tg = direct(path)
+            n_prompt, d_pp, d_tg = (0, float("nan"), float("nan")) if args.skip_direct else direct(path)
             proc, port = server(path, 8)
             try:
                 s_pp, s_tg = served_single(port)

@@ -376,6 +376,7 @@ impl Pipeline {
                 threads: self.args.threads,
                 batch: 512,
                 timeout_secs: 600,
+                flash_attention: Default::default(),
             };
             let key = s.key.clone();
             threads.push((key, std::thread::spawn(move || crate::serve::run(args))));

@@ -32,6 +32,27 @@ pub struct EngineParams {
     pub threads: i32,
     pub batch: u32,
     pub timeout: Duration,
+    pub flash_attention: FlashAttention,
+}
+
+/// llama.cpp's flash-attention policy for the context.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum FlashAttention {
+    /// llama.cpp decides per device (on for CPU and most GPUs).
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+impl FlashAttention {
+    fn policy(self) -> llama_cpp_sys_2::llama_flash_attn_type {
+        match self {
+            FlashAttention::Auto => llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_AUTO,
+            FlashAttention::On => llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED,
+            FlashAttention::Off => llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_DISABLED,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -171,7 +192,8 @@ pub fn run(
         .with_n_batch(params.batch)
         .with_n_ubatch(params.batch)
         .with_n_threads(params.threads)
-        .with_n_threads_batch(params.threads);
+        .with_n_threads_batch(params.threads)
+        .with_flash_attention_policy(params.flash_attention.policy());
     let mut ctx = model
         .new_context(backend, ctx_params)
         .map_err(|e| format!("creating llama.cpp context: {e}"))?;

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use engine::EngineParams;
+pub use engine::{EngineParams, FlashAttention};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -70,6 +70,9 @@ pub struct ServeArgs {
     /// A request still running after this many seconds is ended with an error and its slot freed.
     #[arg(long, default_value_t = 600)]
     pub timeout_secs: u64,
+    /// llama.cpp flash attention: auto, on or off.
+    #[arg(long, value_enum, default_value_t = FlashAttention::Auto)]
+    pub flash_attention: FlashAttention,
 }
 
 /// Loads every model, serves until SIGINT/SIGTERM, then lets in-flight requests finish before returning.
@@ -95,6 +98,7 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as i32)),
         batch: args.batch.max(1),
         timeout: Duration::from_secs(args.timeout_secs),
+        flash_attention: args.flash_attention,
     };
     let metrics = metrics::Metrics::new()?;
     let runtime = tokio::runtime::Runtime::new().map_err(ServeError::Http)?;
