@@ -69,7 +69,7 @@ def tags_show_ps():
     assert "temperature" in show.parameters
     ps = client.ps().models
     assert any(m.model.startswith(M) for m in ps), ps
-    assert ps[0].context_length > 0
+    assert ps[0].context_length == 1024, ps[0]  # the config's num_ctx parameter, no --num-ctx flag
 
 
 @case

@@ -40,18 +40,12 @@ fn ollama_client_contract_suite() {
     let config = dir.path().join("serve.yaml");
     let yaml = serde_yaml::to_string(&serde_json::json!({"models": [{
         "name": "smol", "path": gguf, "template": TOOLS_TEMPLATE,
-        "parameters": {"temperature": 0.7, "top_k": 40, "top_p": 0.9}
+        // num_ctx here (no --num-ctx flag) sizes the context: tags_show_ps checks /api/ps reports 1024.
+        "parameters": {"temperature": 0.7, "top_k": 40, "top_p": 0.9, "num_ctx": 1024}
     }]}))
     .unwrap();
     std::fs::write(&config, yaml).unwrap();
-    let main = common::Server::start(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--parallel",
-        "4",
-        "--num-ctx",
-        "1024",
-    ]);
+    let main = common::Server::start(&["--config", config.to_str().unwrap(), "--parallel", "4"]);
     let model_arg = format!("smol={}", gguf.display());
     let busy = common::Server::start(&[
         "--model",

@@ -372,7 +372,8 @@ impl Pipeline {
                 addr: s.addr,
                 parallel: 4,
                 max_queue: 512,
-                num_ctx: 4096,
+                // The spec's modelfile.parameters.num_ctx sizes the context, as in a cluster.
+                num_ctx: None,
                 threads: self.args.threads,
                 batch: 512,
                 timeout_secs: 600,

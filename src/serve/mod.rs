@@ -18,6 +18,10 @@ use std::time::Duration;
 
 pub use engine::{EngineParams, FlashAttention};
 
+/// Context length of each sequence when neither `--num-ctx` nor the model's parameters set one (also the
+/// ModelServing CRD's default `num_ctx`).
+const DEFAULT_NUM_CTX: u32 = 4096;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
@@ -58,9 +62,10 @@ pub struct ServeArgs {
     /// Requests that may wait for a slot; more get 503 (Ollama's OLLAMA_MAX_QUEUE default).
     #[arg(long, default_value_t = 512, env = "FIREWEAVE_SERVE_MAX_QUEUE")]
     pub max_queue: usize,
-    /// Context length of each sequence.
-    #[arg(long, default_value_t = 4096)]
-    pub num_ctx: u32,
+    /// Context length of each sequence [default: the model's `num_ctx` parameter (ModelServing spec or config
+    /// file), else 4096].
+    #[arg(long)]
+    pub num_ctx: Option<u32>,
     /// CPU threads for llama.cpp (default: all cores).
     #[arg(long)]
     pub threads: Option<i32>,
@@ -92,7 +97,7 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
     let models = config::merge_models(from_file, from_cli)?;
     let params = EngineParams {
         parallel: args.parallel.max(1),
-        num_ctx: args.num_ctx.max(16),
+        num_ctx: DEFAULT_NUM_CTX,
         threads: args
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as i32)),
@@ -112,7 +117,13 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
         let mut served = Vec::new();
         let mut threads = Vec::new();
         for m in models {
-            let (model, thread) = model::load(m, params.clone(), args.max_queue, metrics.clone())?;
+            // The KV cache is sized per model: the flag wins, else the model's own num_ctx (what a ModelServing's
+            // Modelfile asks for), so a spec asking for 8,192 tokens is not served with 4,096.
+            let params = EngineParams {
+                num_ctx: args.num_ctx.or(m.parameters.num_ctx).unwrap_or(DEFAULT_NUM_CTX).max(16),
+                ..params.clone()
+            };
+            let (model, thread) = model::load(m, params, args.max_queue, metrics.clone())?;
             served.push(model);
             threads.push(thread);
         }
