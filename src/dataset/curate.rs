@@ -104,21 +104,26 @@ pub fn dedup_text(c: &Conversation) -> String {
 
 pub fn curate(items: &[Item], cfg: &Config) -> Result<Outcome, InvariantError> {
     let n = items.len();
-    // Validate and score in parallel; fingerprint only what passed, since only those can be kept.
-    let staged: Vec<(Result<Score, Rejection>, Option<Fingerprint>)> = items
+    // Validate and score in parallel; fingerprint only what passed, since only those can be kept. The split
+    // key comes from the same conversation text, built once here.
+    let staged: Vec<(Result<Score, Rejection>, Option<Fingerprint>, u64)> = items
         .par_iter()
         .map(|item| {
             let conv = match &item.parsed {
                 Ok(c) => c,
-                Err(r) => return (Err(r.clone()), None),
+                Err(r) => return (Err(r.clone()), None, 0),
             };
             if let Err(r) = validate::validate(conv, &cfg.rules) {
-                return (Err(r), None);
+                return (Err(r), None, 0);
             }
             let s = score::score(conv);
-            let fp = (s.total >= cfg.min_score && (cfg.exact || cfg.near > 0.0))
-                .then(|| dedup::fingerprint(&dedup_text(conv)));
-            (Ok(s), fp)
+            if s.total < cfg.min_score {
+                return (Ok(s), None, 0);
+            }
+            let text = dedup_text(conv);
+            let key = split_key(&text);
+            let fp = (cfg.exact || cfg.near > 0.0).then(|| dedup::fingerprint(&text));
+            (Ok(s), fp, key)
         })
         .collect();
 
@@ -126,7 +131,9 @@ pub fn curate(items: &[Item], cfg: &Config) -> Result<Outcome, InvariantError> {
     let mut scores = vec![None; n];
     let mut candidates: Vec<usize> = Vec::new();
     let mut fps: Vec<Fingerprint> = Vec::new();
-    for (i, (res, fp)) in staged.into_iter().enumerate() {
+    let mut keys = vec![0u64; n];
+    for (i, (res, fp, key)) in staged.into_iter().enumerate() {
+        keys[i] = key;
         match res {
             Err(r) => fates.push(Fate::Rejected(r)),
             Ok(s) => {
@@ -183,7 +190,6 @@ pub fn curate(items: &[Item], cfg: &Config) -> Result<Outcome, InvariantError> {
         }
     }
 
-    let keys = split_keys(items, &fates);
     split(items, &mut fates, &keys, cfg);
     let stats = stats(items, &fates, &scores, &clusters, cfg);
     let (kept, rejected, duplicates) = (stats.kept, stats.rejected, stats.duplicates);
@@ -203,21 +209,11 @@ pub fn curate(items: &[Item], cfg: &Config) -> Result<Outcome, InvariantError> {
     })
 }
 
-/// Split key per kept record: a hash of its content, so the split does not move when files are reordered.
-fn split_keys(items: &[Item], fates: &[Fate]) -> Vec<u64> {
-    items
-        .par_iter()
-        .zip(fates.par_iter())
-        .map(|(item, fate)| match (fate, &item.parsed) {
-            (Fate::Train, Ok(c)) => {
-                let text = dedup_text(c);
-                text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                    (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
-                })
-            }
-            _ => 0,
-        })
-        .collect()
+/// Split key of a record: a hash of its content, so the split does not move when files are reordered.
+fn split_key(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 fn mix(mut z: u64) -> u64 {

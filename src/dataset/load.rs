@@ -205,10 +205,7 @@ fn split_lines(bytes: &[u8]) -> Vec<Piece> {
     let mut out = Vec::new();
     let mut start = 0;
     while start < bytes.len() {
-        let end = bytes[start..]
-            .iter()
-            .position(|&c| c == b'\n')
-            .map_or(bytes.len(), |p| start + p);
+        let end = memchr::memchr(b'\n', &bytes[start..]).map_or(bytes.len(), |p| start + p);
         if bytes[start..end].iter().any(|c| !c.is_ascii_whitespace()) {
             out.push(Piece {
                 start,
@@ -350,12 +347,7 @@ struct LineIndex {
 impl LineIndex {
     fn new(b: &[u8]) -> Self {
         LineIndex {
-            newlines: b
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| **c == b'\n')
-                .map(|(i, _)| i)
-                .collect(),
+            newlines: memchr::memchr_iter(b'\n', b).collect(),
         }
     }
     fn line_of(&self, offset: usize) -> usize {

@@ -6,6 +6,7 @@ use super::curate::{Fate, Outcome, Stats};
 use super::load::{Conversation, Item};
 use super::score::Score;
 use crate::chat::{Message, Role};
+use rayon::prelude::*;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use std::io::{BufWriter, Write};
@@ -188,6 +189,62 @@ fn rejected_line(items: &[Item], i: usize, fate: &Fate, score: Option<&Score>) -
     Value::Object(o)
 }
 
+/// Serialized JSON lines and how many.
+#[derive(Default)]
+struct Buf {
+    bytes: Vec<u8>,
+    count: usize,
+}
+
+impl Buf {
+    fn push(&mut self, v: &Value) {
+        // Writing a `Value` into memory cannot fail: its map keys are strings.
+        let _ = serde_json::to_writer(&mut self.bytes, v);
+        self.bytes.push(b'\n');
+        self.count += 1;
+    }
+}
+
+/// The lines a range of records contributes to each output file.
+#[derive(Default)]
+struct Lines {
+    train: Buf,
+    eval: Buf,
+    rejected: Buf,
+    otrain: Buf,
+    oeval: Buf,
+}
+
+fn lines(
+    items: &[Item],
+    outcome: &Outcome,
+    default_tools: &[Value],
+    openai: bool,
+    range: std::ops::Range<usize>,
+) -> Lines {
+    let mut l = Lines::default();
+    for i in range {
+        let fate = &outcome.fates[i];
+        match (fate, items[i].parsed.as_ref().ok()) {
+            (Fate::Train, Some(c)) => {
+                l.train.push(&sharegpt_line(&items[i], c, default_tools));
+                if openai {
+                    l.otrain.push(&openai_line(c, default_tools));
+                }
+            }
+            (Fate::Eval, Some(c)) => {
+                l.eval.push(&sharegpt_line(&items[i], c, default_tools));
+                if openai {
+                    l.oeval.push(&openai_line(c, default_tools));
+                }
+            }
+            (Fate::Train | Fate::Eval, None) => {}
+            (f, _) => l.rejected.push(&rejected_line(items, i, f, outcome.scores[i].as_ref())),
+        }
+    }
+    l
+}
+
 struct Jsonl {
     path: PathBuf,
     out: BufWriter<std::fs::File>,
@@ -203,14 +260,9 @@ impl Jsonl {
             lines: 0,
         })
     }
-    fn push(&mut self, v: &Value) -> Result<(), OutputError> {
-        let path = &self.path;
-        serde_json::to_writer(&mut self.out, v).map_err(|e| OutputError::Io {
-            path: path.clone(),
-            source: e.into(),
-        })?;
-        self.out.write_all(b"\n").map_err(io(path))?;
-        self.lines += 1;
+    fn push_lines(&mut self, lines: &Buf) -> Result<(), OutputError> {
+        self.out.write_all(&lines.bytes).map_err(io(&self.path))?;
+        self.lines += lines.count;
         Ok(())
     }
     fn finish(self) -> Result<usize, OutputError> {
@@ -275,23 +327,28 @@ fn write_into(
     } else {
         (None, None)
     };
-    for (i, fate) in outcome.fates.iter().enumerate() {
-        let conv = items[i].parsed.as_ref().ok();
-        match (fate, conv) {
-            (Fate::Train, Some(c)) => {
-                train.push(&sharegpt_line(&items[i], c, default_tools))?;
-                if let Some(o) = otrain.as_mut() {
-                    o.push(&openai_line(c, default_tools))?;
-                }
+    // Lines are serialized in parallel, a batch of records at a time, and written in input order: the same
+    // bytes as a sequential write (the serial loop was a third of the run), memory bounded by one batch.
+    const BATCH: usize = 16_384;
+    const PIECE: usize = 256;
+    let n = outcome.fates.len();
+    for start in (0..n).step_by(BATCH) {
+        let end = (start + BATCH).min(n);
+        let pieces: Vec<(usize, usize)> = (start..end).step_by(PIECE).map(|a| (a, (a + PIECE).min(end))).collect();
+        let parts: Vec<Lines> = pieces
+            .par_iter()
+            .map(|&(a, b)| lines(items, outcome, default_tools, openai, a..b))
+            .collect();
+        for part in parts {
+            train.push_lines(&part.train)?;
+            eval.push_lines(&part.eval)?;
+            rejected.push_lines(&part.rejected)?;
+            if let Some(o) = otrain.as_mut() {
+                o.push_lines(&part.otrain)?;
             }
-            (Fate::Eval, Some(c)) => {
-                eval.push(&sharegpt_line(&items[i], c, default_tools))?;
-                if let Some(o) = oeval.as_mut() {
-                    o.push(&openai_line(c, default_tools))?;
-                }
+            if let Some(o) = oeval.as_mut() {
+                o.push_lines(&part.oeval)?;
             }
-            (Fate::Train | Fate::Eval, None) => {}
-            (f, _) => rejected.push(&rejected_line(items, i, f, outcome.scores[i].as_ref()))?,
         }
     }
     let (t, e, r) = (train.finish()?, eval.finish()?, rejected.finish()?);

@@ -8,7 +8,6 @@
 use super::load::Conversation;
 use crate::chat::Role;
 use serde::Serialize;
-use std::collections::HashSet;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -34,13 +33,23 @@ pub const REPETITION_MAX: f32 = 25.0;
 pub const TRUNCATION: f32 = 20.0;
 
 pub fn score(conv: &Conversation) -> Score {
-    let mut answer = String::new();
+    let mut assistant = conv.messages.iter().filter(|m| m.role == Role::Assistant);
+    // The common single-answer record is scored in place; only multi-turn answers are joined into a copy.
+    let answer: std::borrow::Cow<'_, str> = match (assistant.next(), assistant.next()) {
+        (Some(only), None) => only.content.as_str().into(),
+        _ => {
+            let mut joined = String::new();
+            for m in conv.messages.iter().filter(|m| m.role == Role::Assistant) {
+                if !joined.is_empty() {
+                    joined.push_str("\n\n");
+                }
+                joined.push_str(&m.content);
+            }
+            joined.into()
+        }
+    };
     let mut calls = 0usize;
     for m in conv.messages.iter().filter(|m| m.role == Role::Assistant) {
-        if !answer.is_empty() {
-            answer.push_str("\n\n");
-        }
-        answer.push_str(&m.content);
         calls += m
             .tool_calls
             .iter()
@@ -88,18 +97,39 @@ fn length_points(chars: usize) -> f32 {
 }
 
 fn code_points(text: &str) -> f32 {
-    let fences = text.matches("```").count() / 2;
-    let inline = text
-        .split("```")
-        .step_by(2)
-        .map(|p| p.matches('`').count() / 2)
-        .sum::<usize>();
-    match (fences, inline) {
+    let (fences, inline) = code_spans(text);
+    match (fences / 2, inline) {
         (0, 0) => 0.0,
         (0, _) => 5.0,
         (1, _) => 10.0,
         _ => CODE_MAX,
     }
+}
+
+/// ``` fences (left to right, not overlapping), and inline `code` spans outside fenced blocks (backtick pairs
+/// per prose segment), in one scan that jumps from backtick to backtick.
+fn code_spans(text: &str) -> (usize, usize) {
+    let b = text.as_bytes();
+    let (mut fences, mut inline, mut ticks, mut i) = (0usize, 0usize, 0usize, 0usize);
+    while let Some(p) = memchr::memchr(b'`', &b[i..]) {
+        i += p;
+        if b[i..].starts_with(b"```") {
+            // The segment that ends here is prose when an even number of fences precede it.
+            if fences % 2 == 0 {
+                inline += ticks / 2;
+            }
+            ticks = 0;
+            fences += 1;
+            i += 3;
+        } else {
+            ticks += 1;
+            i += 1;
+        }
+    }
+    if fences % 2 == 0 {
+        inline += ticks / 2;
+    }
+    (fences, inline)
 }
 
 /// Lines that are commands or configuration: what makes an answer actionable for a network engineer.
@@ -149,11 +179,24 @@ fn cli_points(text: &str) -> f32 {
     let mut lines = 0usize;
     for line in text.lines() {
         let l = line.trim_start();
-        let lower = l.to_ascii_lowercase();
-        let command = PREFIXES.iter().any(|p| lower.starts_with(p)) || lower == "next" || lower == "end";
+        // Case-insensitive prefix tests on the bytes: no lowercased copy of every line.
+        let lb = l.as_bytes();
+        let command = PREFIXES
+            .iter()
+            // The prefixes are lowercase: the first byte rules out almost all of them at once.
+            .any(|p| {
+                lb.len() >= p.len()
+                    && lb[0].to_ascii_lowercase() == p.as_bytes()[0]
+                    && lb[..p.len()].eq_ignore_ascii_case(p.as_bytes())
+            })
+            || l.eq_ignore_ascii_case("next")
+            || l.eq_ignore_ascii_case("end");
         // key: value / key = value / "key": value, as in YAML, INI, JSON and CLI output.
         let config = {
-            let (k, rest) = l.split_once([':', '=']).unwrap_or(("", ""));
+            let (k, rest) = match lb.iter().position(|&c| c == b':' || c == b'=') {
+                Some(at) => (&l[..at], &l[at + 1..]),
+                None => ("", ""),
+            };
             let k = k.trim().trim_matches('"');
             // Prose such as "Note: the rule ..." is not configuration: keys are lowercase, values short.
             !k.is_empty()
@@ -170,22 +213,30 @@ fn cli_points(text: &str) -> f32 {
     (lines as f32 * 2.5).min(CLI_MAX)
 }
 
-/// An IPv4 address or CIDR in the line.
+/// An IPv4 address or CIDR in the line: a run of digits, dots and slashes whose part before any '/' is four
+/// dot-separated numbers of one to three digits, each below 256. Scanned as bytes (a non-ASCII byte ends a run,
+/// as the character it belongs to would), with no token list.
 fn has_address(line: &str) -> bool {
-    line.split(|c: char| !(c.is_ascii_digit() || c == '.' || c == '/'))
-        .any(|tok| {
-            let ip = tok.split('/').next().unwrap_or("");
-            let parts: Vec<&str> = ip.split('.').collect();
-            parts.len() == 4
-                && parts
-                    .iter()
-                    .all(|p| !p.is_empty() && p.len() <= 3 && p.parse::<u16>().is_ok_and(|n| n < 256))
-        })
+    line.as_bytes()
+        .split(|&c| !(c.is_ascii_digit() || c == b'.' || c == b'/'))
+        .any(|run| is_ipv4(run.split(|&c| c == b'/').next().unwrap_or_default()))
+}
+
+fn is_ipv4(ip: &[u8]) -> bool {
+    let mut parts = 0;
+    for p in ip.split(|&c| c == b'.') {
+        parts += 1;
+        let value = p.iter().fold(0u32, |n, &d| n * 10 + u32::from(d - b'0'));
+        if parts > 4 || p.is_empty() || p.len() > 3 || value >= 256 {
+            return false;
+        }
+    }
+    parts == 4
 }
 
 /// Distinct domain terms (networking, security, cloud, FireWeave): 2.5 points each.
 fn depth_points(text: &str) -> f32 {
-    static TERMS: &[&str] = &[
+    const TERMS: &[&str] = &[
         "firewall",
         "nat",
         "snat",
@@ -327,54 +378,65 @@ fn depth_points(text: &str) -> f32 {
         "worker",
         "queue",
     ];
-    static SET: std::sync::OnceLock<HashSet<&'static str>> = std::sync::OnceLock::new();
-    let set = SET.get_or_init(|| TERMS.iter().copied().collect());
-    let mut seen: HashSet<&'static str> = HashSet::new();
-    let mut buf = String::with_capacity(24);
-    for w in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')) {
+    // Sorted terms searched by binary search, and the distinct terms seen as bits: no set per record and no
+    // per-word hashing.
+    static SORTED: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    let sorted = SORTED.get_or_init(|| {
+        let mut t = TERMS.to_vec();
+        t.sort_unstable();
+        t.dedup();
+        t
+    });
+    const _: () = assert!(TERMS.len() <= 256);
+    let mut seen = [0u64; 4];
+    let mut buf = [0u8; 20];
+    // Words are runs of ASCII letters, digits and '-'; any other byte (a non-ASCII character's included) ends one.
+    for w in text.as_bytes().split(|&c| !(c.is_ascii_alphanumeric() || c == b'-')) {
         if w.len() < 2 || w.len() > 20 {
             continue;
         }
-        buf.clear();
-        buf.extend(w.chars().map(|c| c.to_ascii_lowercase()));
-        if let Some(t) = set.get(buf.as_str()) {
-            seen.insert(t);
+        let lower = &mut buf[..w.len()];
+        for (d, s) in lower.iter_mut().zip(w) {
+            *d = s.to_ascii_lowercase();
+        }
+        if let Ok(i) = sorted.binary_search_by(|t| t.as_bytes().cmp(lower)) {
+            seen[i / 64] |= 1 << (i % 64);
         }
     }
-    (seen.len() as f32 * 2.5).min(DEPTH_MAX)
+    let distinct: u32 = seen.iter().map(|b| b.count_ones()).sum();
+    (distinct as f32 * 2.5).min(DEPTH_MAX)
 }
 
 /// Markdown structure: lists, numbered steps, headings, emphasis, tables, paragraphs.
 fn format_points(text: &str) -> f32 {
+    let (mut bullets, mut numbered, mut heading, mut table) = (0usize, 0usize, false, 0usize);
+    for l in text.lines().map(str::trim_start) {
+        if l.starts_with("- ") || l.starts_with("* ") {
+            bullets += 1;
+        }
+        let d = l.bytes().take_while(u8::is_ascii_digit).count();
+        if d > 0 && d < 3 && (l[d..].starts_with(". ") || l[d..].starts_with(") ")) {
+            numbered += 1;
+        }
+        heading |= l.starts_with('#') && l.trim_start_matches('#').starts_with(' ');
+        if l.starts_with('|') {
+            table += 1;
+        }
+    }
     let mut p: f32 = 0.0;
-    let lines: Vec<&str> = text.lines().map(str::trim_start).collect();
-    let bullets = lines
-        .iter()
-        .filter(|l| l.starts_with("- ") || l.starts_with("* "))
-        .count();
-    let numbered = lines
-        .iter()
-        .filter(|l| {
-            let d = l.bytes().take_while(u8::is_ascii_digit).count();
-            d > 0 && d < 3 && (l[d..].starts_with(". ") || l[d..].starts_with(") "))
-        })
-        .count();
     if bullets >= 2 {
         p += 3.0;
     }
     if numbered >= 2 {
         p += 3.0;
     }
-    if lines
-        .iter()
-        .any(|l| l.starts_with('#') && l.trim_start_matches('#').starts_with(' '))
-    {
+    if heading {
         p += 1.5;
     }
     if text.contains("**") {
         p += 1.0;
     }
-    if lines.iter().filter(|l| l.starts_with('|')).count() >= 2 {
+    if table >= 2 {
         p += 1.5;
     }
     if text.contains("\n\n") {
@@ -385,21 +447,58 @@ fn format_points(text: &str) -> f32 {
 
 /// Share of repeated word 3-grams: generation loops ("the rule the rule the rule") and copy-pasted paragraphs.
 fn repetition_penalty(text: &str) -> f32 {
-    let words: Vec<String> = text
-        .split_whitespace()
-        .map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase())
-        .collect();
+    // Words are compared by a 64-bit hash of their lowercased letters, and 3-grams by a hash of those: no
+    // String per word and no set of string triples, which made this the costliest score component. Two
+    // distinct 3-grams would have to collide in 64 bits to be miscounted.
+    let mut words: Vec<u64> = Vec::with_capacity(text.len() / 5);
+    if text.is_ascii() {
+        // The same words, found on bytes: in ASCII, Unicode's white space is b' ' and b'\t'..=b'\r', and the
+        // alphanumeric characters are the ASCII ones.
+        let space = |c: &u8| *c == b' ' || (b'\t'..=b'\r').contains(c);
+        for w in text.as_bytes().split(space).filter(|w| !w.is_empty()) {
+            let w = match w.iter().position(u8::is_ascii_alphanumeric) {
+                Some(s) => &w[s..=w.iter().rposition(u8::is_ascii_alphanumeric).unwrap_or(s)],
+                None => &[],
+            };
+            words.push(w.iter().fold(FNV_OFFSET, |h, c| fnv_byte(h, c.to_ascii_lowercase())));
+        }
+    } else {
+        for w in text.split_whitespace() {
+            let w = w.trim_matches(|c: char| !c.is_alphanumeric());
+            let mut h = FNV_OFFSET;
+            for c in w.chars() {
+                for l in c.to_lowercase() {
+                    for b in l.encode_utf8(&mut [0; 4]).bytes() {
+                        h = fnv_byte(h, b);
+                    }
+                }
+            }
+            words.push(h);
+        }
+    }
     if words.len() < 30 {
         return 0.0;
     }
-    let grams: Vec<[&str; 3]> = words
-        .windows(3)
-        .map(|w| [w[0].as_str(), w[1].as_str(), w[2].as_str()])
-        .collect();
-    let distinct: HashSet<&[&str; 3]> = grams.iter().collect();
-    let repeated = 1.0 - distinct.len() as f32 / grams.len() as f32;
+    let mut grams: Vec<u64> = words.windows(3).map(|w| mix(mix(w[0] ^ mix(w[1])) ^ w[2])).collect();
+    let total = grams.len();
+    grams.sort_unstable();
+    grams.dedup();
+    let repeated = 1.0 - grams.len() as f32 / total as f32;
     // Technical prose repeats some 3-grams ("the firewall rule"); only a sizeable share is a defect.
     (((repeated - 0.15) / 0.35).clamp(0.0, 1.0) * REPETITION_MAX * 100.0).round() / 100.0
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+#[inline]
+fn fnv_byte(h: u64, b: u8) -> u64 {
+    (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+}
+
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// Ends mid-sentence, mid-list or inside an open code fence.
@@ -408,7 +507,7 @@ pub fn looks_truncated(text: &str) -> bool {
     if t.is_empty() {
         return false;
     }
-    if t.matches("```").count() % 2 == 1 {
+    if code_spans(t).0 % 2 == 1 {
         return true;
     }
     if t.ends_with("...") && !t.ends_with("....") {
@@ -424,7 +523,8 @@ pub fn looks_truncated(text: &str) -> bool {
         return false;
     }
     // A final line that is a list item, a table row or a command is complete without a full stop.
-    let last_line = t.lines().last().unwrap_or("").trim_start();
+    // `t` ends in a non-space, so its last line is what follows the last newline.
+    let last_line = t.rsplit('\n').next().unwrap_or("").trim_start();
     let structured = last_line.starts_with("- ")
         || last_line.starts_with("* ")
         || last_line.starts_with('|')

@@ -4,6 +4,7 @@
 use super::load::Conversation;
 use super::reason::{Reason, Rejection};
 use crate::chat::{Message, Role};
+use aho_corasick::AhoCorasick;
 use serde_json::Value;
 
 #[derive(Clone, Debug)]
@@ -145,15 +146,44 @@ pub fn find_placeholder(text: &str) -> Option<String> {
         "{placeholder}",
         "[your answer",
     ];
+    // One scan for all phrases, case-insensitively, instead of a lowercased copy searched nine times. ASCII case
+    // folding is enough: no character outside ASCII lowercases to a letter these phrases contain. The phrase
+    // reported is the first in the list that occurs, wherever it occurs.
+    static MATCHER: std::sync::OnceLock<AhoCorasick> = std::sync::OnceLock::new();
+    let matcher = MATCHER.get_or_init(|| {
+        AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            // Nine short phrases make a small DFA: one table lookup per byte, the fastest scan.
+            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+            .build(PHRASES)
+            .expect("the placeholder phrases are a valid automaton")
+    });
     let prose = strip_code(text);
-    let lower = prose.to_lowercase();
-    if let Some(p) = PHRASES.iter().find(|p| lower.contains(*p)) {
-        return Some((*p).to_string());
+    // `is_match` takes the automaton's fast path; the overlapping scan (to report the first phrase of the
+    // list) runs only on the rare record that has one.
+    if matcher.is_match(&prose)
+        && let Some(p) = matcher
+            .find_overlapping_iter(&prose)
+            .map(|m| m.pattern().as_usize())
+            .min()
+    {
+        return Some(PHRASES[p].to_string());
     }
-    for word in prose.split(|c: char| !c.is_ascii_alphanumeric()) {
-        if matches!(word, "TODO" | "TBD" | "FIXME" | "XXX") {
-            return Some(word.to_string());
+    // Whole words (maximal runs of ASCII letters and digits) equal to a marker. Every marker starts with T, F or
+    // X, so the scan jumps between those letters rather than splitting all the text into words.
+    let b = prose.as_bytes();
+    let mut i = 0;
+    while let Some(p) = memchr::memchr3(b'T', b'F', b'X', &b[i..]) {
+        let start = i + p;
+        i = start + 1;
+        if start > 0 && b[start - 1].is_ascii_alphanumeric() {
+            continue;
         }
+        let end = start + b[start..].iter().take_while(|c| c.is_ascii_alphanumeric()).count();
+        if let w @ (b"TODO" | b"TBD" | b"FIXME" | b"XXX") = &b[start..end] {
+            return Some(String::from_utf8_lossy(w).into_owned());
+        }
+        i = end.max(i);
     }
     unfilled_variable(&prose)
 }
