@@ -191,14 +191,15 @@ fn main() {
     let s = &r.stats;
     println!(
         "fireweave-ai dataset: {records} records in {secs:.2}s = {:.0} records/s; peak RSS {:.0} MiB (before run {:.0} MiB); \
-         {} threads; kept {} rejected {} duplicates {}",
+         {} threads; kept {} rejected {} duplicates {}; artifact {}",
         records as f64 / secs,
         peak_rss_mib(),
         rss_before,
         rayon::current_num_threads(),
         s.kept,
         s.rejected,
-        s.duplicates
+        s.duplicates,
+        r.artifact.digest
     );
     if let Some(python) = arg("--python") {
         let n: usize = arg("--python-records").and_then(|v| v.parse().ok()).unwrap_or(records);

@@ -30,6 +30,10 @@ fn awkward_rows() -> Vec<(&'static str, Vec<f32>)> {
         ("huge", noise(n, 3, 1e30)),
         ("tiny", noise(n, 4, 1e-30)),
         ("f16 subnormal range", noise(n, 5, 1e-6)),
+        // Spreads so small that a block's 1/d overflows to infinity: C's float-to-int casts on x86 give the
+        // "integer indefinite" there, where Rust's `as` would saturate.
+        ("1/d overflows", noise(n, 10, 1e-39)),
+        ("f32 subnormals", noise(n, 11, 1e-42)),
         ("positive only", noise(n, 6, 1.0).into_iter().map(f32::abs).collect()),
         (
             "negative only",

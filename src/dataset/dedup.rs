@@ -20,14 +20,28 @@ pub struct Fingerprint {
     pub facts: u64,
 }
 
-pub fn fingerprint(text: &str) -> Fingerprint {
+/// Lowercased words joined by single spaces: what exact duplicates must agree on.
+fn normalize(text: &str) -> String {
+    if text.is_ascii() {
+        // Most texts: one scan of the bytes. In ASCII, Unicode's white space is b' ' and b'\t'..=b'\r', and
+        // lowercasing is per byte, so this is the general path's result without a char decode per character.
+        let mut out = Vec::with_capacity(text.len());
+        let space = |c: &u8| *c == b' ' || (b'\t'..=b'\r').contains(c);
+        for w in text.as_bytes().split(space).filter(|w| !w.is_empty()) {
+            if !out.is_empty() {
+                out.push(b' ');
+            }
+            out.extend(w.iter().map(u8::to_ascii_lowercase));
+        }
+        // SAFETY: ASCII bytes in, ASCII bytes out.
+        return unsafe { String::from_utf8_unchecked(out) };
+    }
     let mut norm = String::with_capacity(text.len());
     for w in text.split_whitespace() {
         if !norm.is_empty() {
             norm.push(' ');
         }
         if w.is_ascii() {
-            // Most words: a copy lowercased in place, without a char decode and a case-mapping lookup each.
             let start = norm.len();
             norm.push_str(w);
             norm[start..].make_ascii_lowercase();
@@ -37,6 +51,11 @@ pub fn fingerprint(text: &str) -> Fingerprint {
             }
         }
     }
+    norm
+}
+
+pub fn fingerprint(text: &str) -> Fingerprint {
+    let norm = normalize(text);
     let digest = Sha256::digest(norm.as_bytes());
     let mut exact = [0u8; 16];
     exact.copy_from_slice(&digest[..16]);
@@ -337,6 +356,29 @@ pub fn dedup(fps: &[Fingerprint], scores: &[u8], exact: bool, near: f64) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn normalization_of_ascii_text_equals_the_unicode_rules() {
+        // Every ASCII white space character Unicode has (and 0x1C-0x1F, which it does not count), runs of them,
+        // leading and trailing space, mixed case.
+        let texts = [
+            "  Allow\tTCP\n\n443 \x0b from\x0cZone-A\r\nto\x1cB  ",
+            "ONE",
+            "",
+            " \t\n ",
+            "a  b\u{0}c",
+        ];
+        for t in texts {
+            let want = t
+                .split_whitespace()
+                .map(str::to_lowercase)
+                .collect::<Vec<_>>()
+                .join(" ");
+            assert_eq!(normalize(t), want, "{t:?}");
+        }
+        // Beyond ASCII: Unicode white space separates words and letters lowercase by the Unicode rules.
+        assert_eq!(normalize("Règle\u{a0}ÉTAT  Zone"), "règle état zone");
+    }
 
     const A: &str = "To check whether traffic is allowed, open Analyze, enter the source 10.20.1.15, the destination \
         172.16.5.10 and TCP port 443, keep NAT enabled and read the verdict for every hop on the path. The result \

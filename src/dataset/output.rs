@@ -45,14 +45,8 @@ pub fn sharegpt_turns(messages: &[Message]) -> Vec<Value> {
     messages
         .iter()
         .map(|m| {
-            let from = match m.role {
-                Role::System => "system",
-                Role::User => "human",
-                Role::Assistant => "gpt",
-                Role::Tool => "tool",
-            };
             let mut t = Map::new();
-            t.insert("from".into(), from.into());
+            t.insert("from".into(), sharegpt_from(m.role).into());
             t.insert("value".into(), m.content.clone().into());
             if !m.tool_calls.is_empty() {
                 let calls: Vec<Value> = m
@@ -70,29 +64,71 @@ pub fn sharegpt_turns(messages: &[Message]) -> Vec<Value> {
         .collect()
 }
 
+fn sharegpt_from(role: Role) -> &'static str {
+    match role {
+        Role::System => "system",
+        Role::User => "human",
+        Role::Assistant => "gpt",
+        Role::Tool => "tool",
+    }
+}
+
 fn uses_tools(c: &Conversation) -> bool {
     c.messages
         .iter()
         .any(|m| !m.tool_calls.is_empty() || m.role == Role::Tool)
 }
 
-/// One train/eval line. Tools are attached only to conversations that use them, so the trainer renders
-/// plain Q&A without a tool preamble.
-pub fn sharegpt_line(item: &Item, c: &Conversation, default_tools: &[Value]) -> Value {
-    let mut o = Map::new();
-    if let Some(id) = &c.id {
-        o.insert("id".into(), id.clone().into());
+/// One train/eval line, borrowed from its record: serializing this instead of a cloned `Value` tree skips a
+/// copy of every string. The field order is the line's key order. Tools are attached only to conversations
+/// that use them, so the trainer renders plain Q&A without a tool preamble.
+#[derive(serde::Serialize)]
+struct ShareGptLine<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    topic: Option<&'a str>,
+    #[serde(serialize_with = "display")]
+    source: &'a super::load::Origin,
+    conversations: Vec<ShareGptTurn<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<&'a [Value]>,
+}
+
+#[derive(serde::Serialize)]
+struct ShareGptTurn<'a> {
+    from: &'static str,
+    value: &'a str,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    tool_calls: &'a [crate::chat::ToolCall],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+}
+
+fn display<S: serde::Serializer>(v: &impl std::fmt::Display, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+impl<'a> ShareGptLine<'a> {
+    fn new(item: &'a Item, c: &'a Conversation, default_tools: &'a [Value]) -> Self {
+        let conversations = c
+            .messages
+            .iter()
+            .map(|m| ShareGptTurn {
+                from: sharegpt_from(m.role),
+                value: &m.content,
+                tool_calls: &m.tool_calls,
+                name: m.tool_name.as_deref(),
+            })
+            .collect();
+        ShareGptLine {
+            id: c.id.as_deref(),
+            topic: c.topic.as_deref(),
+            source: &item.origin,
+            conversations,
+            tools: uses_tools(c).then_some(if c.tools.is_empty() { default_tools } else { &c.tools }),
+        }
     }
-    if let Some(t) = &c.topic {
-        o.insert("topic".into(), t.clone().into());
-    }
-    o.insert("source".into(), item.origin.to_string().into());
-    o.insert("conversations".into(), sharegpt_turns(&c.messages).into());
-    if uses_tools(c) {
-        let tools = if c.tools.is_empty() { default_tools } else { &c.tools };
-        o.insert("tools".into(), tools.to_vec().into());
-    }
-    Value::Object(o)
 }
 
 pub fn openai_line(c: &Conversation, default_tools: &[Value]) -> Value {
@@ -197,7 +233,7 @@ struct Buf {
 }
 
 impl Buf {
-    fn push(&mut self, v: &Value) {
+    fn push(&mut self, v: &impl serde::Serialize) {
         // Writing a `Value` into memory cannot fail: its map keys are strings.
         let _ = serde_json::to_writer(&mut self.bytes, v);
         self.bytes.push(b'\n');
@@ -227,13 +263,13 @@ fn lines(
         let fate = &outcome.fates[i];
         match (fate, items[i].parsed.as_ref().ok()) {
             (Fate::Train, Some(c)) => {
-                l.train.push(&sharegpt_line(&items[i], c, default_tools));
+                l.train.push(&ShareGptLine::new(&items[i], c, default_tools));
                 if openai {
                     l.otrain.push(&openai_line(c, default_tools));
                 }
             }
             (Fate::Eval, Some(c)) => {
-                l.eval.push(&sharegpt_line(&items[i], c, default_tools));
+                l.eval.push(&ShareGptLine::new(&items[i], c, default_tools));
                 if openai {
                     l.oeval.push(&openai_line(c, default_tools));
                 }
@@ -430,4 +466,77 @@ pub fn histogram_svg(stats: &Stats) -> String {
         h - bottom
     ));
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::ToolCall;
+    use crate::dataset::load::Origin;
+
+    fn message(role: Role, content: &str) -> Message {
+        Message {
+            role,
+            content: content.into(),
+            tool_calls: Vec::new(),
+            tool_name: None,
+        }
+    }
+
+    /// The trainer's input format, byte for byte: key order, omitted empty fields, tools only where used.
+    #[test]
+    fn sharegpt_lines_have_a_fixed_shape() {
+        let mut call = message(Role::Assistant, "");
+        call.tool_calls.push(ToolCall {
+            name: "check_traffic_flow".into(),
+            arguments: json!({"src": "10.0.0.1", "port": 443}),
+        });
+        let mut result = message(Role::Tool, "{\"allowed\":true}");
+        result.tool_name = Some("check_traffic_flow".into());
+        let c = Conversation {
+            id: Some("q-1".into()),
+            topic: Some("api".into()),
+            messages: vec![
+                message(Role::User, "Is \"443\" open?"),
+                call,
+                result,
+                message(Role::Assistant, "Yes."),
+            ],
+            tools: Vec::new(),
+        };
+        let item = Item {
+            origin: Origin {
+                file: "in/a.jsonl".into(),
+                line: 7,
+            },
+            parsed: Ok(c.clone()),
+        };
+        let tools = [json!({"type": "function", "function": {"name": "check_traffic_flow"}})];
+        let mut buf = Buf::default();
+        buf.push(&ShareGptLine::new(&item, &c, &tools));
+        assert_eq!(
+            String::from_utf8(buf.bytes).unwrap(),
+            concat!(
+                r#"{"id":"q-1","topic":"api","source":"in/a.jsonl:7","conversations":["#,
+                r#"{"from":"human","value":"Is \"443\" open?"},"#,
+                r#"{"from":"gpt","value":"","tool_calls":[{"name":"check_traffic_flow","arguments":{"src":"10.0.0.1","port":443}}]},"#,
+                r#"{"from":"tool","value":"{\"allowed\":true}","name":"check_traffic_flow"},"#,
+                r#"{"from":"gpt","value":"Yes."}],"#,
+                r#""tools":[{"type":"function","function":{"name":"check_traffic_flow"}}]}"#,
+                "\n"
+            )
+        );
+        // Plain Q&A: no id, topic or tools keys at all.
+        let plain = Conversation {
+            id: None,
+            topic: None,
+            messages: vec![message(Role::User, "hi"), message(Role::Assistant, "hello")],
+            tools: Vec::new(),
+        };
+        let line = serde_json::to_string(&ShareGptLine::new(&item, &plain, &tools)).unwrap();
+        assert_eq!(
+            line,
+            r#"{"source":"in/a.jsonl:7","conversations":[{"from":"human","value":"hi"},{"from":"gpt","value":"hello"}]}"#
+        );
+    }
 }

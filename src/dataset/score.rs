@@ -378,33 +378,91 @@ fn depth_points(text: &str) -> f32 {
         "worker",
         "queue",
     ];
-    // Sorted terms searched by binary search, and the distinct terms seen as bits: no set per record and no
-    // per-word hashing.
-    static SORTED: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
-    let sorted = SORTED.get_or_init(|| {
-        let mut t = TERMS.to_vec();
-        t.sort_unstable();
-        t.dedup();
-        t
-    });
+    // The distinct terms seen are bits; each word is looked up in an open-addressing table keyed by its
+    // lowercased bytes read as three integers: one hash and usually one probe per word, where a binary search
+    // over the sorted terms cost eight string comparisons and was the largest part of scoring.
+    static TABLE: std::sync::OnceLock<TermTable> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| TermTable::new(TERMS));
     const _: () = assert!(TERMS.len() <= 256);
     let mut seen = [0u64; 4];
-    let mut buf = [0u8; 20];
     // Words are runs of ASCII letters, digits and '-'; any other byte (a non-ASCII character's included) ends one.
     for w in text.as_bytes().split(|&c| !(c.is_ascii_alphanumeric() || c == b'-')) {
-        if w.len() < 2 || w.len() > 20 {
+        if w.len() < 2 {
             continue;
         }
-        let lower = &mut buf[..w.len()];
-        for (d, s) in lower.iter_mut().zip(w) {
-            *d = s.to_ascii_lowercase();
-        }
-        if let Ok(i) = sorted.binary_search_by(|t| t.as_bytes().cmp(lower)) {
+        if let Some(i) = term_key(w).and_then(|k| table.find(&k)) {
             seen[i / 64] |= 1 << (i % 64);
         }
     }
     let distinct: u32 = seen.iter().map(|b| b.count_ones()).sum();
     (distinct as f32 * 2.5).min(DEPTH_MAX)
+}
+
+/// A word of up to 24 bytes, ASCII-lowercased and zero-padded, as three little-endian integers (None when
+/// longer: no term is).
+fn term_key(w: &[u8]) -> Option<[u64; 3]> {
+    if w.len() > 24 {
+        return None;
+    }
+    let mut buf = [0u8; 24];
+    for (d, s) in buf.iter_mut().zip(w) {
+        *d = s.to_ascii_lowercase();
+    }
+    Some(std::array::from_fn(|i| {
+        u64::from_le_bytes(buf[8 * i..8 * i + 8].try_into().expect("8 bytes"))
+    }))
+}
+
+/// The domain terms, by key, in a power-of-two table at most a quarter full (so a miss, the common case,
+/// ends at an empty slot almost at once). A slot holds the term's number plus one; 0 marks it empty.
+struct TermTable {
+    slots: Vec<([u64; 3], u16)>,
+}
+
+impl TermTable {
+    const BITS: u32 = 10;
+
+    fn new(terms: &[&str]) -> Self {
+        assert!(terms.len() * 4 <= 1 << Self::BITS, "the term table would be too full");
+        let mut t = TermTable {
+            slots: vec![([0; 3], 0); 1 << Self::BITS],
+        };
+        let mut next = 0u16;
+        for term in terms {
+            let k = term_key(term.as_bytes()).expect("terms are short");
+            let mut i = Self::slot(&k);
+            loop {
+                match t.slots[i] {
+                    (_, 0) => {
+                        next += 1;
+                        t.slots[i] = (k, next);
+                        break;
+                    }
+                    // A term listed twice counts once.
+                    (kk, _) if kk == k => break,
+                    _ => i = (i + 1) & ((1 << Self::BITS) - 1),
+                }
+            }
+        }
+        t
+    }
+
+    fn slot(k: &[u64; 3]) -> usize {
+        let h = (k[0] ^ k[1].rotate_left(21) ^ k[2].rotate_left(42)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (h >> (64 - Self::BITS)) as usize
+    }
+
+    /// The term's number (0-based, in first-listed order), if `k` is a term.
+    fn find(&self, k: &[u64; 3]) -> Option<usize> {
+        let mut i = Self::slot(k);
+        loop {
+            match &self.slots[i] {
+                (_, 0) => return None,
+                (kk, n) if kk == k => return Some(usize::from(*n) - 1),
+                _ => i = (i + 1) & ((1 << Self::BITS) - 1),
+            }
+        }
+    }
 }
 
 /// Markdown structure: lists, numbered steps, headings, emphasis, tables, paragraphs.
@@ -586,6 +644,36 @@ mod tests {
         assert_eq!(s.technical_depth, 4.0 * 2.5);
         let all = "firewall nat acl tcp udp bgp ospf vlan vpc subnet cidr tls ipsec vpn zone dns";
         assert_eq!(score_text(all, 0, false).technical_depth, DEPTH_MAX);
+    }
+
+    #[test]
+    fn term_table_finds_exactly_its_terms() {
+        let terms = ["firewall", "nat", "pci-dss", "microsegmentation", "nat", "ha"];
+        let t = TermTable::new(&terms);
+        let find = |w: &str| term_key(w.as_bytes()).and_then(|k| t.find(&k));
+        // Numbered in first-listed order; the repeated "nat" is the same term.
+        assert_eq!(find("firewall"), Some(0));
+        assert_eq!(find("NAT"), Some(1));
+        assert_eq!(find("PCI-DSS"), Some(2));
+        assert_eq!(find("MicroSegmentation"), Some(3));
+        assert_eq!(find("ha"), Some(4));
+        // Prefixes, extensions and zero-padding look-alikes are not terms.
+        for w in [
+            "fire",
+            "firewalls",
+            "na",
+            "nat0",
+            "h",
+            "pci",
+            "a-very-long-word-beyond-24-bytes",
+        ] {
+            assert_eq!(find(w), None, "{w}");
+        }
+        // Every real term is found, under any case, and misses end (the table never fills).
+        let real = TermTable::new(&["tcp", "udp", "bgp", "ospf", "vlan"]);
+        for w in ["TCP", "Udp", "bgp", "OSPF", "vLaN"] {
+            assert!(term_key(w.as_bytes()).and_then(|k| real.find(&k)).is_some(), "{w}");
+        }
     }
 
     #[test]

@@ -159,11 +159,12 @@ pub fn find_placeholder(text: &str) -> Option<String> {
             .expect("the placeholder phrases are a valid automaton")
     });
     let prose = strip_code(text);
+    let prose: &str = &prose;
     // `is_match` takes the automaton's fast path; the overlapping scan (to report the first phrase of the
     // list) runs only on the rare record that has one.
-    if matcher.is_match(&prose)
+    if matcher.is_match(prose)
         && let Some(p) = matcher
-            .find_overlapping_iter(&prose)
+            .find_overlapping_iter(prose)
             .map(|m| m.pattern().as_usize())
             .min()
     {
@@ -185,7 +186,7 @@ pub fn find_placeholder(text: &str) -> Option<String> {
         }
         i = end.max(i);
     }
-    unfilled_variable(&prose)
+    unfilled_variable(prose)
 }
 
 /// `{variable}` (one identifier in single braces) outside code: a format string nobody filled in.
@@ -216,8 +217,12 @@ fn unfilled_variable(prose: &str) -> Option<String> {
     None
 }
 
-/// The text outside fenced (```) blocks and inline `code` spans.
-pub fn strip_code(text: &str) -> String {
+/// The text outside fenced (```) blocks and inline `code` spans, pieces joined by a space. Text without a
+/// backtick is returned as it is: most answers have none, and the scans above do not care about a trailing space.
+pub fn strip_code(text: &str) -> std::borrow::Cow<'_, str> {
+    if memchr::memchr(b'`', text.as_bytes()).is_none() {
+        return std::borrow::Cow::Borrowed(text);
+    }
     let mut out = String::with_capacity(text.len());
     for (n, part) in text.split("```").enumerate() {
         if n % 2 == 0 {
@@ -229,7 +234,7 @@ pub fn strip_code(text: &str) -> String {
             }
         }
     }
-    out
+    std::borrow::Cow::Owned(out)
 }
 
 fn check_tool_calls(messages: &[Message], tools: &[Value]) -> Result<(), Rejection> {
