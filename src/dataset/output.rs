@@ -41,25 +41,15 @@ pub struct Written {
     pub digest: String,
 }
 
-pub fn sharegpt_turns(messages: &[Message]) -> Vec<Value> {
+/// A conversation's turns in ShareGPT form, borrowed: train/eval lines and rejected records share this shape.
+fn sharegpt_turns(messages: &[Message]) -> Vec<ShareGptTurn<'_>> {
     messages
         .iter()
-        .map(|m| {
-            let mut t = Map::new();
-            t.insert("from".into(), sharegpt_from(m.role).into());
-            t.insert("value".into(), m.content.clone().into());
-            if !m.tool_calls.is_empty() {
-                let calls: Vec<Value> = m
-                    .tool_calls
-                    .iter()
-                    .map(|c| json!({"name": c.name, "arguments": c.arguments}))
-                    .collect();
-                t.insert("tool_calls".into(), calls.into());
-            }
-            if let Some(name) = &m.tool_name {
-                t.insert("name".into(), name.clone().into());
-            }
-            Value::Object(t)
+        .map(|m| ShareGptTurn {
+            from: sharegpt_from(m.role),
+            value: &m.content,
+            tool_calls: &m.tool_calls,
+            name: m.tool_name.as_deref(),
         })
         .collect()
 }
@@ -111,21 +101,11 @@ fn display<S: serde::Serializer>(v: &impl std::fmt::Display, s: S) -> Result<S::
 
 impl<'a> ShareGptLine<'a> {
     fn new(item: &'a Item, c: &'a Conversation, default_tools: &'a [Value]) -> Self {
-        let conversations = c
-            .messages
-            .iter()
-            .map(|m| ShareGptTurn {
-                from: sharegpt_from(m.role),
-                value: &m.content,
-                tool_calls: &m.tool_calls,
-                name: m.tool_name.as_deref(),
-            })
-            .collect();
         ShareGptLine {
             id: c.id.as_deref(),
             topic: c.topic.as_deref(),
             source: &item.origin,
-            conversations,
+            conversations: sharegpt_turns(&c.messages),
             tools: uses_tools(c).then_some(if c.tools.is_empty() { default_tools } else { &c.tools }),
         }
     }
@@ -220,7 +200,10 @@ fn rejected_line(items: &[Item], i: usize, fate: &Fate, score: Option<&Score>) -
         if let Some(t) = &c.topic {
             o.insert("topic".into(), t.clone().into());
         }
-        o.insert("conversations".into(), sharegpt_turns(&c.messages).into());
+        o.insert(
+            "conversations".into(),
+            serde_json::to_value(sharegpt_turns(&c.messages)).unwrap_or(Value::Null),
+        );
     }
     Value::Object(o)
 }
@@ -234,7 +217,7 @@ struct Buf {
 
 impl Buf {
     fn push(&mut self, v: &impl serde::Serialize) {
-        // Writing a `Value` into memory cannot fail: its map keys are strings.
+        // Serializing these lines into memory cannot fail: every map key is a string.
         let _ = serde_json::to_writer(&mut self.bytes, v);
         self.bytes.push(b'\n');
         self.count += 1;

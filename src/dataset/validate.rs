@@ -218,7 +218,7 @@ fn unfilled_variable(prose: &str) -> Option<String> {
 }
 
 /// The text outside fenced (```) blocks and inline `code` spans, pieces joined by a space. Text without a
-/// backtick is returned as it is: most answers have none, and the scans above do not care about a trailing space.
+/// backtick is returned as it is: most answers have none, and the placeholder scans do not care about a trailing space.
 pub fn strip_code(text: &str) -> std::borrow::Cow<'_, str> {
     if memchr::memchr(b'`', text.as_bytes()).is_none() {
         return std::borrow::Cow::Borrowed(text);
