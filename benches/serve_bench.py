@@ -21,6 +21,7 @@ import time
 import urllib.request
 
 import llama_cpp
+import numpy as np
 
 p = argparse.ArgumentParser()
 p.add_argument("--bin", required=True)
@@ -76,6 +77,59 @@ def direct(path):
     tg = n / (time.perf_counter() - t)
     del llm
     return len(prompt), best_pp, tg
+
+
+def direct_batched(path, streams=(1, 4, 8)):
+    """llama.cpp's own batching, in-process: n sequences that decode together (one token each per
+    `llama_decode`, greedy from each sequence's logits row), what the server does for n streams with no HTTP,
+    tokenization or queue in between. Aggregate generated tokens/s for each n, best of two."""
+    # The low-level API logs every tensor at load; the high-level `Llama(verbose=False)` above silences that
+    # itself, here a no-op log callback does (kept referenced: llama.cpp holds only the pointer).
+    direct_batched.quiet = llama_cpp.llama_log_callback(lambda level, text, user: None)
+    llama_cpp.llama_log_set(direct_batched.quiet, ctypes.c_void_p(0))
+    model = llama_cpp.llama_model_load_from_file(path.encode(), llama_cpp.llama_model_default_params())
+    cp = llama_cpp.llama_context_default_params()
+    n_max = max(streams)
+    # The server's context: --num-ctx 1024 for each of --parallel 8 sequences.
+    cp.n_ctx, cp.n_seq_max, cp.n_batch, cp.n_ubatch = 1024 * n_max, n_max, 512, 512
+    cp.n_threads = cp.n_threads_batch = args.threads
+    ctx = llama_cpp.llama_init_from_model(model, cp)
+    vocab = llama_cpp.llama_model_get_vocab(model)
+    n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
+    mem = llama_cpp.llama_get_memory(ctx)
+    batch = llama_cpp.llama_batch_init(512, 0, n_max)
+    chat = (llama_cpp.llama_token * 512)()
+    n_chat = llama_cpp.llama_tokenize(vocab, CHAT.encode(), len(CHAT.encode()), chat, 512, False, True)
+
+    def put(i, tok, pos, seq, logits):
+        batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = tok, pos, 1, logits
+        batch.seq_id[i][0] = seq
+
+    def argmax(row):
+        return int(np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, row), shape=(n_vocab,)).argmax())
+
+    def run(n):
+        llama_cpp.llama_memory_clear(mem, True)
+        for s in range(n):
+            for p in range(n_chat):
+                put(s * n_chat + p, chat[p], p, s, p == n_chat - 1)
+        batch.n_tokens = n * n_chat
+        assert llama_cpp.llama_decode(ctx, batch) == 0
+        toks = [argmax(n * n_chat - 1)] * n
+        t = time.perf_counter()
+        for g in range(args.gen):
+            for s in range(n):
+                put(s, toks[s], n_chat + g, s, 1)
+            batch.n_tokens = n
+            assert llama_cpp.llama_decode(ctx, batch) == 0
+            toks = [argmax(s) for s in range(n)]
+        return n * args.gen / (time.perf_counter() - t)
+
+    best = {n: max(run(n) for _ in range(2)) for n in streams}
+    llama_cpp.llama_batch_free(batch)
+    llama_cpp.llama_free(ctx)
+    llama_cpp.llama_model_free(model)
+    return best
 
 
 def post(port, path, body, timeout=600):
@@ -170,6 +224,7 @@ def main():
         for path in paths:
             name = os.path.basename(path)
             n_prompt, d_pp, d_tg = (0, float("nan"), float("nan")) if args.skip_direct else direct(path)
+            d_agg = {} if args.skip_direct else direct_batched(path)
             proc, port = server(path, 8)
             try:
                 s_pp, s_tg = served_single(port)
@@ -185,6 +240,9 @@ def main():
                   f"ratio {s_tg / d_tg:.2f}")
             print("  aggregate generation tokens/s: " + "  ".join(f"{n} streams {v:.1f}" for n, v in agg.items())
                   + f"   (4 streams / 1 stream = {agg[4] / agg[1]:.2f}x)")
+            if d_agg:
+                print("  llama.cpp batched decode, tokens/s: " + "  ".join(f"{n} sequences {v:.1f}" for n, v in d_agg.items())
+                      + f"   (4 / 1 = {d_agg[4] / d_agg[1]:.2f}x)")
             print(f"  TTFT with 8 concurrent streaming clients ({count} requests): p50 {p50 * 1000:.0f} ms, "
                   f"p99 {p99 * 1000:.0f} ms")
 

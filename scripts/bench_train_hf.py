@@ -6,7 +6,7 @@ BATCHES_JSON is a list of batches, each a list of {"ids": [...], "labels": [...]
 no loss), written by the Rust side. The first batch is an untimed warm-up. Batches are right-padded to their
 longest member; like our trainer, no attention mask is passed (right padding under the causal mask cannot
 reach a real token). Prints one JSON line: the wall and
-thread-CPU seconds of each timed step, and the peak RSS.
+process CPU seconds of each timed step, and the peak RSS.
 """
 
 import json
@@ -50,10 +50,10 @@ def main():
     step(batches[0])
     times, cpu = [], []
     for b in batches[1:]:
-        start, start_cpu = time.perf_counter(), time.thread_time()
+        start, start_cpu = time.perf_counter(), time.process_time()
         step(b)
         times.append(time.perf_counter() - start)
-        cpu.append(time.thread_time() - start_cpu)
+        cpu.append(time.process_time() - start_cpu)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"step_seconds": times, "step_cpu_seconds": cpu, "peak_rss_mib": rss}))
 

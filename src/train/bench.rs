@@ -66,14 +66,18 @@ fn peak_rss_mib() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-/// CPU time of the calling thread in seconds (Linux schedstat: nanoseconds on a CPU). With one libtorch
-/// thread every kernel runs on the caller, so this is the step's compute time without the time other
-/// processes on a shared machine took from it.
-fn thread_cpu_seconds() -> f64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
+/// CPU time of this process, all threads, in seconds (utime + stime from /proc/self/stat, in clock ticks
+/// of 1/100 s): the step's compute without the time other processes on a shared machine took from it.
+fn process_cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
         .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse::<f64>().ok()))
-        .map_or(f64::NAN, |ns| ns / 1e9)
+        .and_then(|s| {
+            // Fields after the parenthesized command name: state is field 3, utime 14 and stime 15.
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?)
+        })
+        .map_or(f64::NAN, |ticks| ticks / 100.0)
 }
 
 /// The chat workload's conversations: the seed's system prompt, a FireWeave question, a multi-sentence answer.
@@ -196,13 +200,13 @@ pub fn run(args: &BenchArgs) -> Result<(), TrainError> {
         let (ids, targets, bs, s) = data::collate(&refs);
         let ids = Tensor::from_slice(&ids).view([bs, s]);
         let targets = Tensor::from_slice(&targets).view([bs, s]);
-        let (t, cpu) = (Instant::now(), thread_cpu_seconds());
+        let (t, cpu) = (Instant::now(), process_cpu_seconds());
         let scale = 1.0 / trained_of(b).max(1) as f64;
         model.forward_backward(&ids, &targets, &lora, scale, false, 0);
         AdamW::clip_grad_norm(&params, 1.0);
         opt.step(&params, 1e-4);
         AdamW::zero_grad(&params);
-        (t.elapsed().as_secs_f64(), thread_cpu_seconds() - cpu)
+        (t.elapsed().as_secs_f64(), process_cpu_seconds() - cpu)
     };
     step(&batches[0]);
     let (times, cpu_times): (Vec<f64>, Vec<f64>) = batches[1..].iter().map(|b| step(b)).unzip();
