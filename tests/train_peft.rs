@@ -193,9 +193,8 @@ fn training_steps_match_peft() {
                 0,
             );
             losses.push(l.sum / trained as f64);
-            AdamW::clip_grad_norm(&params, max_norm);
-            opt.step(&params, lr);
-            AdamW::zero_grad(&params);
+            // The trainer's own optimizer path (fused on CPU).
+            opt.step_clipped(&params, lr, max_norm);
         }
         eprintln!("recompute={recompute}: losses ours {losses:?} peft {their_losses:?}");
         for (a, b) in losses.iter().zip(&their_losses) {

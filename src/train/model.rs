@@ -384,6 +384,30 @@ impl Llama {
         }
     }
 
+    /// The frozen part of a training step on its own, for the benchmark's ceiling figure: the base forward,
+    /// the LM head's loss and gradient, and the input-gradient backward through layers 1.., with no
+    /// adapters and no optimizer. Layer 0 runs forward only (a LoRA step also back-propagates through it to
+    /// reach its adapters), so this is strictly less work than any LoRA step on the same GEMMs: its rate
+    /// bounds what such a step can reach from above.
+    pub fn frozen_forward_backward(&self, input_ids: &Tensor, targets: &Tensor) -> LossSum {
+        let rope = self.rope(input_ids.size()[1]);
+        let mut h = tch::no_grad(|| self.layer(0, &self.embed(input_ids), &rope, None, false));
+        // With one layer nothing below the head needs a gradient; the head's own work still runs.
+        h = h.detach().set_requires_grad(true);
+        for l in 1..self.layers.len() {
+            h = self.layer(l, &h, &rope, None, true);
+        }
+        let Some((rows, t)) = self.trained_rows(&h, targets) else {
+            return LossSum::default();
+        };
+        let (sum, grad) = self.head_loss(&rows, &t, Some(1.0 / t.size()[0] as f64));
+        (rows * grad.expect("asked for")).sum(Kind::Float).backward();
+        LossSum {
+            sum,
+            tokens: t.size()[0],
+        }
+    }
+
     /// Greedy continuation without a KV cache: short answers from small models in tests and smoke checks.
     pub fn greedy(&self, prompt: &[i64], max_new: usize, stop: &[i64], lora: Option<&LoraStore>) -> Vec<i64> {
         let mut ids = prompt.to_vec();

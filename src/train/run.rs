@@ -335,10 +335,8 @@ pub fn run(args: &TrainArgs) -> Result<TrainResult, TrainError> {
                 .sum;
             run_tokens += refs.iter().map(|e| e.ids.len() as u64).sum::<u64>();
         }
-        let grad_norm = AdamW::clip_grad_norm(&params, hp.max_grad_norm);
         let lr = learning_rate(hp.learning_rate, step, hp.warmup_steps as usize, total, hp.lr_scheduler);
-        opt.step(&params, lr);
-        AdamW::zero_grad(&params);
+        let grad_norm = opt.step_clipped(&params, lr, hp.max_grad_norm);
         let loss = loss_sum * scale;
         state.step += 1;
         state.epoch = state.step / per_epoch;
