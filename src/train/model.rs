@@ -338,16 +338,7 @@ impl Llama {
         let seed = (lora.dropout() > 0.0).then_some(seed);
         if !recompute {
             let h = self.trunk(input_ids, Some(lora), true, seed);
-            let Some((rows, t)) = self.trained_rows(&h, targets) else {
-                return LossSum::default();
-            };
-            let (sum, grad) = self.head_loss(&rows, &t, Some(grad_scale));
-            // d/d rows of sum(rows · g) is g: hands the head's gradient to autograd for the trunk.
-            (rows * grad.expect("asked for")).sum(Kind::Float).backward();
-            return LossSum {
-                sum,
-                tokens: t.size()[0],
-            };
+            return self.head_backward(&h, targets, grad_scale);
         }
         let rope = self.rope(input_ids.size()[1]);
         let mut inputs = Vec::with_capacity(self.layers.len());
@@ -362,11 +353,10 @@ impl Llama {
             h
         });
         let top = top.detach().set_requires_grad(true);
-        let Some((rows, t)) = self.trained_rows(&top, targets) else {
-            return LossSum::default();
-        };
-        let (sum, grad) = self.head_loss(&rows, &t, Some(grad_scale));
-        (rows * grad.expect("asked for")).sum(Kind::Float).backward();
+        let loss = self.head_backward(&top, targets, grad_scale);
+        if loss.tokens == 0 {
+            return loss;
+        }
         let mut g = top.grad();
         for l in (0..self.layers.len()).rev() {
             // The first layer's input is the frozen embedding: no gradient needed below it.
@@ -378,10 +368,7 @@ impl Llama {
                 g = x.grad();
             }
         }
-        LossSum {
-            sum,
-            tokens: t.size()[0],
-        }
+        loss
     }
 
     /// The frozen part of a training step on its own, for the benchmark's ceiling figure: the base forward,
@@ -397,10 +384,17 @@ impl Llama {
         for l in 1..self.layers.len() {
             h = self.layer(l, &h, &rope, None, true);
         }
-        let Some((rows, t)) = self.trained_rows(&h, targets) else {
+        self.head_backward(&h, targets, 1.0)
+    }
+
+    /// The summed loss of the trained rows of `h`, and `grad_scale ·` its gradient handed to autograd for
+    /// whatever `h` was computed from. No trained rows: no backward, zero tokens.
+    fn head_backward(&self, h: &Tensor, targets: &Tensor, grad_scale: f64) -> LossSum {
+        let Some((rows, t)) = self.trained_rows(h, targets) else {
             return LossSum::default();
         };
-        let (sum, grad) = self.head_loss(&rows, &t, Some(1.0 / t.size()[0] as f64));
+        let (sum, grad) = self.head_loss(&rows, &t, Some(grad_scale));
+        // d/d rows of sum(rows · g) is g: hands the head's gradient to autograd for the trunk.
         (rows * grad.expect("asked for")).sum(Kind::Float).backward();
         LossSum {
             sum,

@@ -131,7 +131,8 @@ pub fn plan(batches_per_epoch: usize, accum: usize, epochs: usize, max_steps: Op
     (per_epoch, max_steps.map_or(total, |m| m.min(total)))
 }
 
-fn tensors(batch: &[&Example], device: Device) -> (Tensor, Tensor) {
+/// A micro-batch collated into [batch, seq] ids and targets on `device`.
+pub(super) fn tensors(batch: &[&Example], device: Device) -> (Tensor, Tensor) {
     let (ids, targets, b, s) = data::collate(batch);
     (
         Tensor::from_slice(&ids).view([b, s]).to_device(device),
