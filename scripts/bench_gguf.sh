@@ -4,7 +4,7 @@
 # the two Python packages the converter imports, into the cache; then runs the bench in release mode.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-bash scripts/provision.sh
+bash scripts/provision.sh bench
 # shellcheck source=scripts/env.sh
 source scripts/env.sh
 python tests/fixtures/make_fixtures.py

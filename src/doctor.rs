@@ -17,9 +17,10 @@ pub fn run() -> Result<()> {
     #[cfg(feature = "train")]
     {
         println!(
-            "libtorch: cuda={} devices={} cudnn={} mkl={} threads={}",
-            tch::Cuda::is_available(),
+            "libtorch: cuda kernels {} devices={} cuda={} cudnn={} mkl={} threads={}",
+            cuda_support(),
             tch::Cuda::device_count(),
+            tch::Cuda::is_available(),
             tch::Cuda::cudnn_is_available(),
             tch::utils::has_mkl(),
             tch::get_num_threads(),
@@ -41,4 +42,16 @@ pub fn run() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether this binary can run CUDA kernels at all: built against a CUDA libtorch with libtorch_cuda.so linked
+/// (see build.rs), and that library actually loaded into this process.
+#[cfg(feature = "train")]
+pub fn cuda_support() -> &'static str {
+    let loaded = std::fs::read_to_string("/proc/self/maps").is_ok_and(|m| m.contains("libtorch_cuda.so"));
+    match (cfg!(torch_cuda_linked), loaded) {
+        (true, true) => "linked (libtorch_cuda.so loaded)",
+        (true, false) => "linked but libtorch_cuda.so is not loaded",
+        (false, _) => "not compiled in (a CPU-only libtorch)",
+    }
 }

@@ -2,10 +2,15 @@
 //! serve it on the Ollama API — as Kubernetes resources or, with the same YAML, on one machine.
 
 pub mod api;
+pub mod artifact;
 pub mod chat;
+pub mod contract;
 pub mod controller;
 pub mod dataset;
 pub mod doctor;
+// The evaluation reads GGUF files with llama.cpp and encodes conversations with the trainer's tokenizer.
+#[cfg(all(feature = "train", feature = "serve"))]
+pub mod eval;
 pub mod gguf;
 pub mod hf;
 // The local pipeline runs every worker in-process, so it needs both the trainer and the server.

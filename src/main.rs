@@ -36,6 +36,9 @@ enum Command {
     /// Fine-tune a Llama-family model with LoRA/QLoRA from a TrainingRun (the train worker).
     #[cfg(feature = "train")]
     Train(Box<fireweave_ai::train::TrainArgs>),
+    /// Measure the base model, the adapter and every GGUF on the eval split and judge them against the gate.
+    #[cfg(all(feature = "train", feature = "serve"))]
+    Evaluate(Box<fireweave_ai::eval::EvaluateArgs>),
     /// Benchmark LoRA training steps against transformers + peft on the CPU (prints figures).
     #[cfg(feature = "train")]
     TrainBench(fireweave_ai::train::BenchArgs),
@@ -66,6 +69,8 @@ fn main() -> Result<()> {
         }
         #[cfg(feature = "train")]
         Command::Train(args) => Ok(fireweave_ai::train::main(&args)?),
+        #[cfg(all(feature = "train", feature = "serve"))]
+        Command::Evaluate(args) => Ok(fireweave_ai::eval::main(&args)?),
         #[cfg(feature = "train")]
         Command::TrainBench(args) => Ok(fireweave_ai::train::bench::run(&args)?),
     }

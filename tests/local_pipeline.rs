@@ -167,9 +167,47 @@ fn quickstart_builds_serves_answers_and_skips_unchanged_steps() {
         .count();
     assert!(words >= 5, "expected a real answer, got {answer:?}");
 
+    // The seed's three FireWeave tools through the official ollama and openai clients: accepted (the model
+    // was trained, and is served, in a tools-capable template), and a call the model makes — held to the
+    // call's JSON shape by a schema, as a 135M model will not reliably choose to call on its own — comes back
+    // parsed as tool_calls by both.
+    let tools = serde_json::to_string(&fireweave_ai::api::dataset::default_tools()).expect("tools");
+    let tools_check = format!(
+        "import json, ollama, openai
+         tools = json.loads({tools:?})
+         ask = [{{'role': 'user', 'content': 'Is traffic from 10.1.1.5 to 10.2.0.8 on tcp port 443 allowed?'}}]
+         schema = {{'type': 'object', 'required': ['name', 'arguments'], 'properties': {{
+             'name': {{'const': 'check_traffic_flow'}}, 'arguments': tools[0]['function']['parameters']}}}}
+         c = ollama.Client(host='http://{addr}')
+         plain = c.chat(model='network-security-expert', messages=ask, tools=tools, options={{'temperature': 0, 'num_predict': 48}})
+         assert plain.done, plain
+         r = c.chat(model='network-security-expert', messages=ask, tools=tools, format=schema, options={{'temperature': 0, 'num_predict': 120}})
+         calls = r.message.tool_calls
+         assert calls and calls[0].function.name == 'check_traffic_flow' and 'source' in calls[0].function.arguments, r.message
+         o = openai.OpenAI(base_url='http://{addr}/v1', api_key='unused')
+         oa = o.chat.completions.create(model='network-security-expert', messages=ask, tools=tools, temperature=0, max_tokens=120,
+             response_format={{'type': 'json_schema', 'json_schema': {{'name': 'call', 'schema': schema}}}})
+         tc = oa.choices[0].message.tool_calls
+         assert oa.choices[0].finish_reason == 'tool_calls' and tc[0].function.name == 'check_traffic_flow', oa
+         print('tools ok:', json.dumps(calls[0].function.arguments))"
+    );
+    // Python reads the script's lines at column 0 (the lines that continue a bracket may start anywhere).
+    let tools_check: Vec<&str> = tools_check.lines().map(str::trim_start).collect();
+    let tools_check = tools_check.join("\n");
+    let out = Command::new("python")
+        .args(["-c", &tools_check])
+        .output()
+        .expect("python with the ollama and openai clients");
+    assert!(
+        out.status.success(),
+        "tools through the clients failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // The serving status says Ready and names the GGUF it serves; the run's status digests are the files'.
     let serving = status(&artifacts, "modelserving-network-security-expert.yaml");
-    assert_eq!(serving["status"]["phase"], "Ready", "{serving:#}");
+    assert_eq!(serving["status"]["phase"], "Serving", "{serving:#}");
     assert_eq!(serving["status"]["endpoint"], format!("http://{addr}"));
     let run = status(&artifacts, "trainingrun-network-security-expert.yaml");
     let gguf = run["status"]["artifacts"]["gguf"]

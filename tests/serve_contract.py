@@ -273,6 +273,13 @@ def queue_full_and_disconnect_frees_slot():
     print(f"     queued request finished {time.time() - t:.2f}s after the disconnect")
 
 
+def gauge(text, name):
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
 @case
 def metrics_endpoint():
     text = http.get("/metrics").text
@@ -282,6 +289,14 @@ def metrics_endpoint():
         assert name in text, name
     assert 'endpoint="/api/chat",status="200"' in text
     assert 'endpoint="/api/chat",status="404"' in text
+    # Every earlier case has ended: an idle server reports no busy slot (it once kept the last request's slot
+    # counted while it waited for the next one). A disconnected stream may take a moment to be noticed.
+    client.generate(model=M, prompt="Say OK.", options={"temperature": 0, "num_predict": 2})
+    deadline = time.time() + 10
+    while (active := gauge(http.get("/metrics").text, "fireweave_serve_active_slots")) != 0 and time.time() < deadline:
+        time.sleep(0.1)
+    assert active == 0, f"fireweave_serve_active_slots is {active} on an idle server"
+
 
 
 @case

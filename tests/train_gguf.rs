@@ -39,7 +39,8 @@ fn merged_checkpoint_through_our_gguf_quantizer_matches_our_model_in_llama_cpp()
 
     let tmp = tempfile::tempdir().unwrap();
     let merged = tmp.path().join("merged");
-    export::save_merged(&merged, &ck, &lora).unwrap();
+    let (_, template) = fireweave_ai::train::run::training_template(ck.dir()).unwrap();
+    export::save_merged(&merged, &ck, &lora, template.source()).unwrap();
     let merged_ck = Checkpoint::open(&merged).unwrap();
     let requests: Vec<Request> = [Mix::F32, Mix::Q8_0]
         .iter()

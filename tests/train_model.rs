@@ -66,6 +66,7 @@ fn labeled_runs(model_dir: &str, conv: &Conversation, max_len: usize) -> (Vec<St
         template: &template,
         tokenizer: &tokenizer,
         max_len,
+        system: "",
     };
     let (ex, how) = truncate(enc.label(conv, 0).unwrap(), max_len);
     let mut runs: Vec<Vec<u32>> = Vec::new();
@@ -136,7 +137,9 @@ fn mask_tool_call_trained_tool_result_masked() {
     assert_eq!(
         runs,
         [
-            r#"{"name": "check_traffic_flow", "parameters": {"source": "10.1.1.5", "destination": "10.2.0.9", "port": 443}}<|eot_id|>"#,
+            // Arguments as Ollama's template package prints them (Go JSON: sorted keys, no spaces), so the
+            // trainer, the built-in server and Ollama write the same bytes (tests/chat_templates.rs).
+            r#"{"name": "check_traffic_flow", "parameters": {"destination":"10.2.0.9","port":443,"source":"10.1.1.5"}}<|eot_id|>"#,
             "No: rule deny-any blocks it.<|eot_id|>",
         ]
     );
@@ -180,7 +183,7 @@ fn mask_openai_messages_with_string_arguments() {
     assert_eq!(
         runs,
         [
-            r#"{"name": "run_compliance_scan", "parameters": {"framework": "PCI-DSS", "firewall": "fw-edge-1"}}<|eot_id|>"#,
+            r#"{"name": "run_compliance_scan", "parameters": {"firewall":"fw-edge-1","framework":"PCI-DSS"}}<|eot_id|>"#,
             "Two findings.<|eot_id|>",
         ]
     );

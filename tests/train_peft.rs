@@ -65,7 +65,8 @@ fn exported_adapter_and_merge_match_peft_and_transformers() {
     let adapter = tmp.path().join("adapter");
     let merged = tmp.path().join("merged");
     export::save_peft(&adapter, &lora, &base_dir.display().to_string(), None).unwrap();
-    export::save_merged(&merged, &ck, &lora).unwrap();
+    let (_, template) = fireweave_ai::train::run::training_template(ck.dir()).unwrap();
+    export::save_merged(&merged, &ck, &lora, template.source()).unwrap();
 
     // Merged weights are exactly base + (alpha/r)·B·A (formed in f32, stored in the base's f32).
     let merged_ck = Checkpoint::open(&merged).unwrap();
@@ -121,6 +122,7 @@ fn qa_batches(model_dir: &Path, steps: usize) -> Vec<Vec<Example>> {
         template: &template,
         tokenizer: &tokenizer,
         max_len: 256,
+        system: "",
     };
     let convs: Vec<Conversation> = support::QA
         .iter()

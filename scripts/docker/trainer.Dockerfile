@@ -1,12 +1,13 @@
 # syntax=docker/dockerfile:1
-# The trainer image: `fireweave-ai train` (LoRA/QLoRA on CUDA libtorch 2.11) and `fireweave-ai quantize`
-# (GGUF export, pure Rust), for TrainingRun Jobs. libtorch comes from the same PyPI wheel the test command
+# The trainer image: `fireweave-ai train` (LoRA/QLoRA on CUDA libtorch 2.11), `fireweave-ai quantize` (GGUF
+# export, pure Rust) and `fireweave-ai evaluate` (the GGUF files measured with llama.cpp, CPU), for TrainingRun
+# Jobs. libtorch comes from the same PyPI wheel the test command
 # builds and tests against (torch==2.11.0 in scripts/requirements.txt: the CUDA build with its CUDA libraries).
 #   docker build -f scripts/docker/trainer.Dockerfile -t ghcr.io/fireweave/fireweave-ai-trainer:0.1.0 .
 
 FROM docker.io/library/rust:1.95-bookworm AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3-venv \
+ && apt-get install -y --no-install-recommends python3-venv cmake clang libclang-dev pkg-config \
  && rm -rf /var/lib/apt/lists/*
 COPY scripts/requirements.txt /tmp/requirements.txt
 RUN python3 -m venv /opt/venv \
@@ -21,7 +22,7 @@ COPY tests tests
 COPY src src
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --no-default-features --features train --bin fireweave-ai \
+    cargo build --release --locked --no-default-features --features train,serve --bin fireweave-ai \
  && install -D target/release/fireweave-ai /out/fireweave-ai
 
 # The wheel ships the CUDA libraries (torch 2.11 on PyPI: CUDA 13.0.2); the image adds glibc and the NVIDIA

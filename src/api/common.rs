@@ -17,13 +17,13 @@ pub struct SecretKeyRef {
 }
 
 /// A file or folder on the artifact volume, identified by its content.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ArtifactRef {
     /// Location on the artifact volume, relative to its root (for example `datasets/default/fw/<digest>`).
     pub uri: String,
     /// `sha256:<hex>` of the content.
-    pub digest: String,
+    pub digest: crate::contract::Digest,
 }
 
 /// GGUF quantization types the quantize step produces and the servers load.

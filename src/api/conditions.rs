@@ -10,6 +10,10 @@ pub const RECONCILING: &str = "Reconciling";
 /// Progress stopped and needs a person: invalid spec, failed Job. It clears when the spec changes.
 pub const STALLED: &str = "Stalled";
 
+/// A TrainingRun's evaluation gate: True when its newest model passed, False (reason `GateFailed`, the
+/// failing figures in the message) when it did not. Absent until the evaluation ran.
+pub const EVALUATED: &str = "Evaluated";
+
 /// Condition reasons. CamelCase, fixed: they are API.
 pub mod reason {
     pub const SUCCEEDED: &str = "Succeeded";
@@ -24,6 +28,9 @@ pub mod reason {
     pub const ROLLING_OUT: &str = "RollingOut";
     pub const MODEL_SERVED: &str = "ModelServed";
     pub const RESULT_UNREADABLE: &str = "ResultUnreadable";
+    pub const EVALUATING: &str = "Evaluating";
+    pub const GATE_PASSED: &str = "GatePassed";
+    pub const GATE_FAILED: &str = "GateFailed";
 }
 
 /// Sets condition `type_` on `conditions`, keeping `lastTransitionTime` unless the status flips, so a status
@@ -107,17 +114,116 @@ pub fn set_health(
     );
 }
 
+/// The clock every status is stamped with (controllers and `fireweave-ai run` alike); pure code takes the
+/// time as an argument instead.
+pub fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// Where a resource stands, in one word (`status.phase`, the `Phase` printer column). Conditions carry the
+/// detail; the phase is for people and dashboards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Phase {
+    /// Waiting: for a Job to start, for a dependency, for a first model.
+    Pending,
+    /// A Dataset's Job is building.
+    Running,
+    /// A TrainingRun's Job is in its `train` container.
+    Training,
+    /// A TrainingRun's Job is writing GGUF files.
+    Quantizing,
+    /// A TrainingRun's Job is measuring the GGUF files on the eval split.
+    Evaluating,
+    /// Done (Dataset, TrainingRun).
+    Succeeded,
+    /// Given up; conditions say why.
+    Failed,
+    /// A ModelServing's Deployment is rolling a model out.
+    RollingOut,
+    /// Every replica of a ModelServing serves the current model.
+    Serving,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 9] = [
+        Phase::Pending,
+        Phase::Running,
+        Phase::Training,
+        Phase::Quantizing,
+        Phase::Evaluating,
+        Phase::Succeeded,
+        Phase::Failed,
+        Phase::RollingOut,
+        Phase::Serving,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Running => "Running",
+            Phase::Training => "Training",
+            Phase::Quantizing => "Quantizing",
+            Phase::Evaluating => "Evaluating",
+            Phase::Succeeded => "Succeeded",
+            Phase::Failed => "Failed",
+            Phase::RollingOut => "RollingOut",
+            Phase::Serving => "Serving",
+        }
+    }
+
+    /// Whether the resource has stopped moving until its spec changes.
+    pub fn is_final(self) -> bool {
+        matches!(self, Phase::Succeeded | Phase::Failed)
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for Phase {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Phase {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<str>::deserialize(d)?;
+        Phase::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown phase {s:?}")))
+    }
+}
+
+/// A plain string in the CRD (as it always was): phases are added over time, and an old operator reading a
+/// newer status must not fail validation on a value it does not know.
+impl schemars::JsonSchema for Phase {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Phase".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string"})
+    }
+}
+
 /// A status with a phase and kstatus conditions (all three resources have one).
 pub trait Phased {
-    fn phase(&self) -> Option<&str>;
+    fn phase(&self) -> Option<Phase>;
     fn conditions(&self) -> &[Condition];
 }
 
 macro_rules! phased {
     ($($status:ty),*) => {$(
         impl Phased for $status {
-            fn phase(&self) -> Option<&str> {
-                self.phase.as_deref()
+            fn phase(&self) -> Option<Phase> {
+                self.phase
             }
             fn conditions(&self) -> &[Condition] {
                 &self.conditions

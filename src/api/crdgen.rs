@@ -27,10 +27,47 @@ pub enum CrdgenError {
 /// Every CRD with the file name it is committed under.
 pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
     vec![
-        ("dataset.yaml", Dataset::crd()),
-        ("trainingrun.yaml", TrainingRun::crd()),
-        ("modelserving.yaml", ModelServing::crd()),
+        ("dataset.yaml", unwrap_descriptions(Dataset::crd())),
+        ("trainingrun.yaml", unwrap_descriptions(TrainingRun::crd())),
+        ("modelserving.yaml", unwrap_descriptions(ModelServing::crd())),
     ]
+}
+
+/// Doc comments are wrapped at the source's line width, and `kubectl explain` re-wraps descriptions itself:
+/// the kept line breaks cut sentences in the middle of its output. Lines of a paragraph are joined; blank
+/// lines and list items keep their breaks.
+fn unwrap_descriptions(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn unwrap(text: &str) -> String {
+        let mut out = String::new();
+        for (i, line) in text.split('\n').enumerate() {
+            let starts_item = line.starts_with("- ") || line.starts_with("* ");
+            if i > 0 {
+                let joins = !line.is_empty() && !out.ends_with('\n') && !out.is_empty() && !starts_item;
+                out.push(if joins { ' ' } else { '\n' });
+            }
+            out.push_str(line);
+        }
+        out
+    }
+    fn walk(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, v) in map.iter_mut() {
+                    match v {
+                        serde_json::Value::String(text) if key == "description" => *text = unwrap(text),
+                        _ => walk(v),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let Ok(mut value) = serde_json::to_value(&crd) else {
+        return crd;
+    };
+    walk(&mut value);
+    serde_json::from_value(value).unwrap_or(crd)
 }
 
 /// The YAML text committed for one CRD: a header saying where it comes from, then the document.
@@ -91,6 +128,32 @@ mod tests {
                 "{} drifted from src/api/; run `cargo run --no-default-features -- crdgen` and commit it",
                 path.display()
             );
+        }
+    }
+
+    /// `kubectl explain` re-wraps text; a source line break inside a sentence showed up in the middle of it.
+    #[test]
+    fn descriptions_break_only_between_paragraphs_and_items() {
+        fn check(value: &serde_json::Value, file: &str) {
+            match value {
+                serde_json::Value::Object(map) => {
+                    if let Some(serde_json::Value::String(text)) = map.get("description") {
+                        for pair in text.split('\n').collect::<Vec<_>>().windows(2) {
+                            let item = pair[1].starts_with("- ") || pair[1].starts_with("* ");
+                            assert!(
+                                pair[0].is_empty() || pair[1].is_empty() || item,
+                                "{file}: description broken mid-paragraph: {text:?}"
+                            );
+                        }
+                    }
+                    map.values().for_each(|v| check(v, file));
+                }
+                serde_json::Value::Array(items) => items.iter().for_each(|v| check(v, file)),
+                _ => {}
+            }
+        }
+        for (file, crd) in all() {
+            check(&serde_json::to_value(&crd).expect("CRD serializes"), file);
         }
     }
 

@@ -242,7 +242,7 @@ impl Default for Split {
 pub struct DatasetStatus {
     /// `Pending`, `Running`, `Succeeded` or `Failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+    pub phase: Option<crate::api::conditions::Phase>,
     /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -311,15 +311,6 @@ pub struct TopicStats {
     pub passed: u64,
     /// Examples seen.
     pub total: u64,
-}
-
-/// What the dataset worker writes to its termination message.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct DatasetResult {
-    pub artifact: ArtifactRef,
-    #[serde(default)]
-    pub stats: DatasetStats,
 }
 
 fn yes() -> bool {
@@ -392,4 +383,23 @@ pub fn default_tools() -> Vec<serde_json::Value> {
             }, "required": ["framework", "firewall"], "additionalProperties": false}
         }}),
     ]
+}
+
+impl DatasetSpec {
+    /// What the CRD's schema and CEL rules leave unchecked; the document loader runs it after them.
+    pub fn semantic_errors(&self) -> Vec<super::validate::FieldError> {
+        let mut errors = Vec::new();
+        for (i, s) in self.sources.iter().enumerate() {
+            if s.url.is_some()
+                && let Some(sum) = &s.sha256
+                && crate::contract::Digest::parse(sum).is_err()
+            {
+                errors.push(super::validate::FieldError {
+                    field: format!("spec.sources[{i}].sha256"),
+                    message: format!("{sum:?} is not a sha256 (64 hex digits)"),
+                });
+            }
+        }
+        errors
+    }
 }

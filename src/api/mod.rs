@@ -7,6 +7,7 @@ pub mod common;
 pub mod conditions;
 pub mod crdgen;
 pub mod dataset;
+pub mod evaluation;
 pub mod model_serving;
 pub mod training_run;
 pub mod validate;

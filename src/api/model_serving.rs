@@ -70,6 +70,11 @@ pub struct ModelSource {
     /// A GGUF file already on the artifact volume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gguf: Option<GgufFile>,
+    /// Serve only a GGUF whose TrainingRun passed its evaluation gate (the default): while a newer attempt
+    /// is evaluated, or after it failed, the newest one that passed keeps serving. `false` serves the
+    /// newest GGUF whatever its evaluation says; status shows it was not required.
+    #[serde(default = "yes")]
+    pub require_evaluation: bool,
 }
 
 /// A TrainingRun's GGUF output.
@@ -149,8 +154,10 @@ pub struct ModelParameters {
     #[serde(default = "default_num_ctx")]
     #[x_kube(validation = Rule::new("self > 0").message("num_ctx must be positive"))]
     pub num_ctx: u32,
-    /// Strings that end a reply. Defaults to the Llama 3 header and end-of-turn tokens.
-    #[serde(default = "default_stop")]
+    /// Strings that end a reply. Empty (the default): the model's chat format's own — for Llama 3 its header
+    /// and end-of-turn tokens and the reserved special tokens (the seed's Modelfile), for ChatML
+    /// `<|im_start|>` and `<|im_end|>`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stop: Vec<String>,
 }
 
@@ -162,7 +169,7 @@ impl Default for ModelParameters {
             top_k: default_top_k(),
             repeat_penalty: default_repeat_penalty(),
             num_ctx: default_num_ctx(),
-            stop: default_stop(),
+            stop: Vec::new(),
         }
     }
 }
@@ -208,7 +215,7 @@ pub struct ClientSelector {
 pub struct ModelServingStatus {
     /// `Pending`, `RollingOut`, `Serving` or `Failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+    pub phase: Option<crate::api::conditions::Phase>,
     /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -231,7 +238,7 @@ pub struct ModelServingStatus {
 #[serde(rename_all = "camelCase")]
 pub struct ServedModel {
     /// `sha256:<hex>` of the GGUF file.
-    pub digest: String,
+    pub digest: crate::contract::Digest,
     /// Quantization type, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantization: Option<Quantization>,
@@ -239,6 +246,57 @@ pub struct ServedModel {
     pub source: String,
     /// Path on the artifact volume.
     pub uri: String,
+    /// The chat format the model was trained in, when its TrainingRun says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_format: Option<crate::chat::ChatFormat>,
+    /// Its evaluation gate: `passed (attempt N)`, or `not required (...)` when the spec waived it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluation: Option<String>,
+}
+
+/// Whether `spec.modelfile.template` may serve a model trained in `trained` (its chat format, when known):
+/// unset, or — while evaluation is required — exactly that format's Modelfile template, the one proven to
+/// render the trained prompts token for token. Anything else would serve prompts nobody checked: refused,
+/// naming the field, unless `spec.model.requireEvaluation: false` waives the proof.
+pub fn template_fits(spec: &ModelServingSpec, trained: Option<crate::chat::ChatFormat>) -> Result<(), String> {
+    let (Some(template), Some(format)) = (&spec.modelfile.template, trained) else {
+        return Ok(());
+    };
+    if !spec.model.require_evaluation || template == format.ollama_template() {
+        return Ok(());
+    }
+    let what = match crate::chat::ChatFormat::of_ollama_template(template, "spec.modelfile.template") {
+        Ok(other) if other != format => format!("a {other} template"),
+        _ => "not the Modelfile template of that format".to_string(),
+    };
+    Err(format!(
+        "spec.modelfile.template: the model was trained in the {format} chat format and this template is {what}, \
+         so served prompts would not be the trained ones; unset it, or set spec.model.requireEvaluation: false \
+         to serve it unchecked"
+    ))
+}
+
+/// Why the newest GGUF of a TrainingRun is not the one served: its evaluation is pending or failed while an
+/// earlier attempt's model serves. `None` when the newest is the served one (or evaluation is not required).
+pub fn held_back(source: &ModelSource, run: Option<&super::TrainingRun>) -> Option<String> {
+    let reference = source.training_run_ref.as_ref()?;
+    let status = run?.status.as_ref()?;
+    if !source.require_evaluation {
+        return None;
+    }
+    let passed = status.passed.as_ref()?.attempt;
+    (status.attempt > passed).then(|| match &status.evaluation {
+        Some(e) if !e.passed => format!(
+            "attempt {} of TrainingRun {} failed its evaluation ({}); attempt {passed}'s model keeps serving",
+            status.attempt,
+            reference.name,
+            e.failures.join("; ")
+        ),
+        _ => format!(
+            "attempt {} of TrainingRun {} is not evaluated yet; attempt {passed}'s model keeps serving",
+            status.attempt, reference.name
+        ),
+    })
 }
 
 fn default_model_name() -> String {
@@ -274,17 +332,6 @@ fn default_max_surge() -> i32 {
 fn default_smoke_prompt() -> String {
     "Reply with the single word OK.".to_string()
 }
-/// The seed Modelfile's stop strings: Llama 3 headers, end of turn, and the reserved special tokens.
-pub fn default_stop() -> Vec<String> {
-    [
-        "<|start_header_id|>",
-        "<|end_header_id|>",
-        "<|eot_id|>",
-        "<|reserved_special_token",
-    ]
-    .map(String::from)
-    .to_vec()
-}
 /// The seed Modelfile's system prompt.
 pub fn default_system() -> String {
     "You are a Network Security Expert with deep expertise in:\n\
@@ -294,4 +341,170 @@ pub fn default_system() -> String {
      - FireWeave platform features and API\n\n\
      Provide accurate, detailed technical guidance with specific commands and configurations."
         .to_string()
+}
+
+impl ModelSource {
+    /// The GGUF this source names, or why there is none yet: a `gguf` file as written, or the newest GGUF of
+    /// the referenced TrainingRun in the wanted quantization (the old model serves until a new one exists,
+    /// even while the run retrains). The operator and `fireweave-ai run` both decide with this.
+    pub fn resolve(&self, run: Option<&super::TrainingRun>) -> Result<ServedModel, String> {
+        if let Some(file) = &self.gguf {
+            let digest =
+                crate::contract::Digest::parse(&file.sha256).map_err(|e| format!("spec.model.gguf.sha256: {e}"))?;
+            return Ok(ServedModel {
+                digest,
+                quantization: None,
+                source: format!("gguf/{}", file.path),
+                uri: file.path.clone(),
+                chat_format: None,
+                evaluation: None,
+            });
+        }
+        let Some(reference) = &self.training_run_ref else {
+            return Err("spec.model sets neither trainingRunRef nor gguf".into());
+        };
+        let Some(run) = run else {
+            return Err(format!("TrainingRun {} does not exist yet", reference.name));
+        };
+        let status = run.status.as_ref();
+        let (files, chat_format, gate) = if self.require_evaluation {
+            if !run.spec.evaluation.enabled {
+                return Err(format!(
+                    "TrainingRun {} is not evaluated (spec.evaluation.enabled: false); set \
+                     spec.model.requireEvaluation: false to serve it anyway",
+                    reference.name
+                ));
+            }
+            match status.and_then(|s| s.passed.as_ref()) {
+                Some(p) => (
+                    p.gguf.as_slice(),
+                    p.chat_format,
+                    format!("passed (attempt {})", p.attempt),
+                ),
+                None => {
+                    return Err(match status.and_then(|s| s.evaluation.as_ref()) {
+                        Some(e) if !e.passed => format!(
+                            "TrainingRun {} failed its evaluation gate ({}) and no earlier attempt passed",
+                            reference.name,
+                            e.failures.join("; ")
+                        ),
+                        _ => format!("TrainingRun {} has no evaluated GGUF yet", reference.name),
+                    });
+                }
+            }
+        } else {
+            let artifacts = status.and_then(|s| s.artifacts.as_ref());
+            (
+                artifacts.map(|a| a.gguf.as_slice()).unwrap_or_default(),
+                artifacts.and_then(|a| a.chat_format),
+                "not required (spec.model.requireEvaluation: false)".to_string(),
+            )
+        };
+        match files.iter().find(|g| g.quantization == reference.quantization) {
+            Some(g) => Ok(ServedModel {
+                digest: g.digest,
+                quantization: Some(g.quantization),
+                source: format!("trainingrun/{}", reference.name),
+                uri: g.uri.clone(),
+                chat_format,
+                evaluation: Some(gate),
+            }),
+            None if files.is_empty() => Err(format!("TrainingRun {} has no GGUF yet", reference.name)),
+            None => Err(format!(
+                "TrainingRun {} produced no {} GGUF (it has {}); add it to its spec.export.gguf",
+                reference.name,
+                reference.quantization.as_str(),
+                files
+                    .iter()
+                    .map(|g| g.quantization.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn run(status: serde_json::Value) -> super::super::TrainingRun {
+        serde_json::from_value(json!({
+            "apiVersion": "ai.fireweave.io/v1alpha1", "kind": "TrainingRun", "metadata": {"name": "fw"},
+            "spec": {"baseModel": {"path": "m"}, "datasetRef": {"name": "d"}}, "status": status}))
+        .unwrap()
+    }
+
+    fn gguf(tag: &str) -> serde_json::Value {
+        json!([{"quantization": "Q4_K_M", "uri": format!("runs/default/fw/{tag}.gguf"),
+                "digest": crate::contract::digest::fake(tag), "sizeBytes": 1}])
+    }
+
+    fn source(require: bool) -> ModelSource {
+        serde_json::from_value(json!({"trainingRunRef": {"name": "fw"}, "requireEvaluation": require})).unwrap()
+    }
+
+    #[test]
+    fn only_a_model_that_passed_is_served_unless_waived() {
+        let failed_first = run(json!({"attempt": 1, "artifacts": {"gguf": gguf("a1")},
+            "evaluation": {"passed": false, "failures": ["Q4_K_M eval loss is +0.9000 over the unquantized adapter (allowed 0.35)"]}}));
+        let err = source(true).resolve(Some(&failed_first)).unwrap_err();
+        assert!(
+            err.contains("failed its evaluation gate (Q4_K_M eval loss is +0.9000"),
+            "{err}"
+        );
+        let waived = source(false).resolve(Some(&failed_first)).unwrap();
+        assert_eq!(waived.uri, "runs/default/fw/a1.gguf");
+        assert_eq!(
+            waived.evaluation.as_deref(),
+            Some("not required (spec.model.requireEvaluation: false)")
+        );
+
+        // Attempt 3 failed after attempt 2 passed: attempt 2's model serves, and why is said.
+        let later = run(json!({"attempt": 3, "artifacts": {"gguf": gguf("a3")},
+            "evaluation": {"passed": false, "failures": ["the run diverged"]},
+            "passed": {"attempt": 2, "gguf": gguf("a2"), "chatFormat": "chatml"}}));
+        let served = source(true).resolve(Some(&later)).unwrap();
+        assert_eq!(
+            (served.uri.as_str(), served.chat_format),
+            ("runs/default/fw/a2.gguf", Some(crate::chat::ChatFormat::Chatml))
+        );
+        assert_eq!(served.evaluation.as_deref(), Some("passed (attempt 2)"));
+        let note = held_back(&source(true), Some(&later)).unwrap();
+        assert_eq!(
+            note,
+            "attempt 3 of TrainingRun fw failed its evaluation (the run diverged); attempt 2's model keeps serving"
+        );
+        assert_eq!(held_back(&source(false), Some(&later)), None);
+    }
+
+    #[test]
+    fn a_spec_template_must_be_the_trained_formats_own() {
+        use crate::chat::ChatFormat;
+        let mut spec: ModelServingSpec =
+            serde_json::from_value(json!({"model": {"trainingRunRef": {"name": "fw"}}})).unwrap();
+        assert_eq!(template_fits(&spec, Some(ChatFormat::Chatml)), Ok(()), "unset");
+        spec.modelfile.template = Some(ChatFormat::Chatml.ollama_template().into());
+        assert_eq!(template_fits(&spec, Some(ChatFormat::Chatml)), Ok(()), "the twin");
+        let err = template_fits(&spec, Some(ChatFormat::Llama3)).unwrap_err();
+        assert!(err.starts_with("spec.modelfile.template: the model was trained in the llama3 chat format and this template is a chatml template"), "{err}");
+        spec.modelfile.template = Some("{{ .Prompt }}".into());
+        assert!(
+            template_fits(&spec, Some(ChatFormat::Chatml))
+                .unwrap_err()
+                .contains("not the Modelfile template")
+        );
+        assert_eq!(
+            template_fits(&spec, None),
+            Ok(()),
+            "a GGUF of unknown format is the template's to describe"
+        );
+        spec.model.require_evaluation = false;
+        assert_eq!(template_fits(&spec, Some(ChatFormat::Chatml)), Ok(()), "waived");
+    }
 }

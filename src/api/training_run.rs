@@ -42,6 +42,12 @@ pub struct TrainingRunSpec {
     /// Optimizer and schedule.
     #[serde(default)]
     pub hyperparameters: Hyperparameters,
+    /// The system prompt a training conversation gets when it has none — the one the model will be served
+    /// with, since both servers give a request without a system message the ModelServing's
+    /// `spec.modelfile.system` (default: the seed's FireWeave prompt, as here). Empty: conversations are
+    /// trained as they are.
+    #[serde(default = "super::model_serving::default_system")]
+    pub system_prompt: String,
     /// Save a resumable checkpoint every this many optimizer steps (preempted Pods resume from the last one).
     #[serde(default = "default_checkpoint_every_steps")]
     #[x_kube(validation = Rule::new("self > 0").message("checkpointEverySteps must be positive"))]
@@ -49,6 +55,9 @@ pub struct TrainingRunSpec {
     /// What is produced after training.
     #[serde(default)]
     pub export: Export,
+    /// The evaluation after quantization, and the gate a model must pass to be rolled out.
+    #[serde(default)]
+    pub evaluation: super::evaluation::EvaluationSpec,
     /// GPU placement and size of the training Pod.
     #[serde(default)]
     pub resources: ComputeResources,
@@ -110,6 +119,9 @@ pub struct LoraSpec {
     /// Linear layers that get adapters, by their Hugging Face names: any of q_proj, k_proj, v_proj, o_proj,
     /// gate_proj, up_proj, down_proj.
     #[serde(default = "default_target_modules")]
+    // The API server prices a CEL rule by the longest list it could see; unbounded, these two rules were
+    // estimated over the CRD's cost budget and kube-apiserver rejected the whole CRD.
+    #[schemars(length(max = 7))]
     #[x_kube(
         validation = Rule::new("size(self) > 0").message("lora.targetModules needs at least one module"),
         validation = Rule::new("self.all(m, m in ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'])").message("lora.targetModules entries must be among q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj")
@@ -226,6 +238,8 @@ pub struct Export {
     pub merge: bool,
     /// GGUF files to produce, one per quantization type.
     #[serde(default = "default_gguf")]
+    // Bounded for the same reason as lora.targetModules: the rule's estimated cost must fit the CRD budget.
+    #[schemars(length(max = 6))]
     #[x_kube(validation = Rule::new("self.all(q, q in ['F16', 'BF16', 'Q8_0', 'Q6_K', 'Q5_K_M', 'Q4_K_M'])").message("export.gguf entries must be one of F16, BF16, Q8_0, Q6_K, Q5_K_M, Q4_K_M"))]
     pub gguf: Vec<Quantization>,
 }
@@ -245,7 +259,7 @@ impl Default for Export {
 pub struct TrainingRunStatus {
     /// `Pending`, `Training`, `Quantizing`, `Succeeded` or `Failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+    pub phase: Option<crate::api::conditions::Phase>,
     /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -257,7 +271,7 @@ pub struct TrainingRunStatus {
     pub attempt: u32,
     /// Fingerprint of the inputs of the current attempt (training spec and dataset digest).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub inputs_digest: Option<String>,
+    pub inputs_digest: Option<crate::contract::Digest>,
     /// The Job of the current attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_name: Option<String>,
@@ -279,6 +293,27 @@ pub struct TrainingRunStatus {
     /// Final loss on the eval split.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_loss: Option<f64>,
+    /// The current attempt's evaluation (see `spec.evaluation`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluation: Option<super::evaluation::EvaluationStatus>,
+    /// The newest artifacts that passed the evaluation gate: what a ModelServing serves while a newer attempt
+    /// is evaluated or after one failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passed: Option<PassedArtifacts>,
+}
+
+/// The GGUF files of the newest attempt that passed its evaluation.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PassedArtifacts {
+    /// The attempt that made them.
+    pub attempt: u32,
+    /// Its GGUF files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gguf: Vec<GgufArtifact>,
+    /// Their chat format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_format: Option<crate::chat::ChatFormat>,
 }
 
 /// Training progress.
@@ -324,6 +359,10 @@ pub struct TrainingArtifacts {
     /// GGUF files, one per quantization.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gguf: Vec<GgufArtifact>,
+    /// The chat format the model was trained in and its GGUF files carry (`llama3` or `chatml`): it picks the
+    /// Modelfile template and stop strings of a ModelServing with `engine: ollama`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_format: Option<crate::chat::ChatFormat>,
 }
 
 /// One GGUF file.
@@ -335,32 +374,9 @@ pub struct GgufArtifact {
     /// Path relative to the artifact volume root.
     pub uri: String,
     /// `sha256:<hex>` of the file.
-    pub digest: String,
+    pub digest: crate::contract::Digest,
     /// File size.
     pub size_bytes: u64,
-}
-
-/// What the train step writes to its termination message.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct TrainResult {
-    pub adapter: ArtifactRef,
-    #[serde(default)]
-    pub merged: Option<ArtifactRef>,
-    #[serde(default)]
-    pub final_loss: Option<f64>,
-    #[serde(default)]
-    pub eval_loss: Option<f64>,
-    #[serde(default)]
-    pub steps: u64,
-    #[serde(default)]
-    pub tokens: u64,
-}
-
-/// What the quantize step writes to its termination message.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-pub struct QuantizeResult {
-    pub gguf: Vec<GgufArtifact>,
 }
 
 fn default_checkpoint_every_steps() -> u32 {
@@ -418,4 +434,37 @@ fn default_merge() -> bool {
 }
 fn default_gguf() -> Vec<Quantization> {
     vec![Quantization::Q4KM, Quantization::Q5KM, Quantization::Q8_0]
+}
+
+impl TrainingRunSpec {
+    /// What the CRD's schema and CEL rules leave unchecked; the document loader runs it after them.
+    pub fn semantic_errors(&self) -> Vec<super::validate::FieldError> {
+        let mut errors = Vec::new();
+        let mut push = |field: String, message: String| errors.push(super::validate::FieldError { field, message });
+        if let Some(hf) = &self.base_model.hugging_face
+            && (hf.repo.split('/').count() != 2 || hf.repo.split('/').any(str::is_empty))
+        {
+            push(
+                "spec.baseModel.huggingFace.repo".into(),
+                format!("{:?} is not of the form owner/name", hf.repo),
+            );
+        }
+        let h = &self.hyperparameters;
+        if h.max_steps == Some(0) {
+            push(
+                "spec.hyperparameters.maxSteps".into(),
+                "must be positive when set".into(),
+            );
+        }
+        if h.weight_decay < 0.0 {
+            push("spec.hyperparameters.weightDecay".into(), "must not be negative".into());
+        }
+        if h.max_grad_norm < 0.0 {
+            push(
+                "spec.hyperparameters.maxGradNorm".into(),
+                "must not be negative (0 turns clipping off)".into(),
+            );
+        }
+        errors
+    }
 }

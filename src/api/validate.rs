@@ -90,6 +90,24 @@ fn walk(schema: &Value, value: &Value, path: &str, errors: &mut Vec<FieldError>)
         push(path.into(), format!("expected {want}, got {value}"));
         return;
     }
+    if let Some(x) = value.as_f64() {
+        if let Some(min) = schema["minimum"].as_f64()
+            && x < min
+        {
+            push(
+                path.into(),
+                format!("Invalid value: {value}: should be greater than or equal to {min}"),
+            );
+        }
+        if let Some(max) = schema["maximum"].as_f64()
+            && x > max
+        {
+            push(
+                path.into(),
+                format!("Invalid value: {value}: should be less than or equal to {max}"),
+            );
+        }
+    }
     if let Some(obj) = value.as_object() {
         let props = schema["properties"].as_object();
         for req in schema["required"].as_array().into_iter().flatten() {

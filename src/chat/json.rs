@@ -8,30 +8,43 @@ use serde_json::Value;
 use std::fmt::Write;
 
 pub fn python_json(value: &Value, indent: Option<usize>) -> String {
+    python_json_with(value, indent, None)
+}
+
+/// `json.dumps(value, ensure_ascii=False, indent=indent, separators=separators)`: `separators` is the
+/// (item, key) pair, as templates pass it for compact JSON (`tojson(separators=(',', ':'))`).
+pub fn python_json_with(value: &Value, indent: Option<usize>, separators: Option<(&str, &str)>) -> String {
+    let (item, key) = separators.unwrap_or(if indent.is_some() { (",", ": ") } else { (", ", ": ") });
     let mut out = String::new();
-    write_value(&mut out, value, indent, 0);
+    write_value(&mut out, value, &Style { indent, item, key }, 0);
     out
 }
 
-fn write_value(out: &mut String, value: &Value, indent: Option<usize>, depth: usize) {
+struct Style<'a> {
+    indent: Option<usize>,
+    item: &'a str,
+    key: &'a str,
+}
+
+fn write_value(out: &mut String, value: &Value, style: &Style<'_>, depth: usize) {
     match value {
         Value::Array(items) if !items.is_empty() => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
-                separator(out, i, indent, depth + 1);
-                write_value(out, item, indent, depth + 1);
+                separator(out, i, style, depth + 1);
+                write_value(out, item, style, depth + 1);
             }
-            close(out, ']', indent, depth);
+            close(out, ']', style.indent, depth);
         }
         Value::Object(map) if !map.is_empty() => {
             out.push('{');
             for (i, (key, item)) in map.iter().enumerate() {
-                separator(out, i, indent, depth + 1);
+                separator(out, i, style, depth + 1);
                 write_string(out, key);
-                out.push_str(": ");
-                write_value(out, item, indent, depth + 1);
+                out.push_str(style.key);
+                write_value(out, item, style, depth + 1);
             }
-            close(out, '}', indent, depth);
+            close(out, '}', style.indent, depth);
         }
         Value::String(s) => write_string(out, s),
         Value::Number(n) => write_number(out, n),
@@ -39,17 +52,13 @@ fn write_value(out: &mut String, value: &Value, indent: Option<usize>, depth: us
     }
 }
 
-fn separator(out: &mut String, index: usize, indent: Option<usize>, depth: usize) {
-    match indent {
-        Some(width) => {
-            if index > 0 {
-                out.push(',');
-            }
-            out.push('\n');
-            out.extend(std::iter::repeat_n(' ', width * depth));
-        }
-        None if index > 0 => out.push_str(", "),
-        None => {}
+fn separator(out: &mut String, index: usize, style: &Style<'_>, depth: usize) {
+    if index > 0 {
+        out.push_str(style.item);
+    }
+    if let Some(width) = style.indent {
+        out.push('\n');
+        out.extend(std::iter::repeat_n(' ', width * depth));
     }
 }
 
@@ -105,6 +114,15 @@ mod tests {
         let v = json!({"name": "f", "parameters": {"type": "object", "required": ["a"]}});
         let want = "{\n    \"name\": \"f\",\n    \"parameters\": {\n        \"type\": \"object\",\n        \"required\": [\n            \"a\"\n        ]\n    }\n}";
         assert_eq!(python_json(&v, Some(4)), want);
+    }
+
+    #[test]
+    fn custom_separators_give_compact_json() {
+        let v = json!({"b": 1, "a": [1, 2], "s": "<&>"});
+        assert_eq!(
+            python_json_with(&v, None, Some((",", ":"))),
+            r#"{"b":1,"a":[1,2],"s":"<&>"}"#
+        );
     }
 
     #[test]

@@ -6,13 +6,51 @@
 //! we render them the way `transformers` does (trim_blocks, lstrip_blocks, Python string methods, a
 //! `tojson` that writes what Python's `json.dumps` writes) so token ids match the reference tokenizer.
 
+mod format;
 mod json;
+mod ollama;
 mod template;
 
-pub use json::python_json;
+pub use format::{ChatFormat, UnknownFormat};
+pub use json::{python_json, python_json_with};
+pub use ollama::{go_any, ollama_arguments, ollama_tool};
 pub use template::{ChatTemplate, TemplateError};
 
 use serde::{Deserialize, Serialize};
+
+/// The prompt a server sends the model for a chat request: the request's messages, with `system` first when
+/// the request has none of its own (Ollama gives the Modelfile's SYSTEM the same way), rendered through the
+/// generation prompt. The built-in server, the evaluation's template check and the trainer (which gives
+/// training conversations the same system prompt) agree on this one definition.
+pub fn server_prompt(
+    template: &ChatTemplate,
+    system: Option<&str>,
+    messages: &[Message],
+    tools: &[serde_json::Value],
+) -> Result<String, TemplateError> {
+    match system {
+        Some(s) if messages.first().is_none_or(|m| m.role != Role::System) => {
+            let mut with = Vec::with_capacity(messages.len() + 1);
+            with.push(Message::system(s));
+            with.extend_from_slice(messages);
+            template.render(&with, tools, true)
+        }
+        _ => template.render(messages, tools, true),
+    }
+}
+
+/// Keys sorted at every level (for `tojson(sort_keys=true)`).
+pub(crate) fn sorted_keys(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<(String, serde_json::Value)> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k, sorted_keys(v))).collect())
+        }
+        serde_json::Value::Array(items) => serde_json::Value::Array(items.into_iter().map(sorted_keys).collect()),
+        other => other,
+    }
+}
 
 /// Who said a message. `tool` is the result of a tool call (Llama 3.1 renders it as `ipython`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -108,7 +146,7 @@ impl Message {
                 .map(|c| {
                     serde_json::json!({
                         "type": "function",
-                        "function": { "name": c.name, "arguments": c.arguments },
+                        "function": { "name": c.name, "arguments": ollama_arguments(&c.arguments) },
                     })
                 })
                 .collect::<Vec<_>>();

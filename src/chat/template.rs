@@ -1,6 +1,6 @@
 //! Rendering a model's Jinja chat template the way `transformers.apply_chat_template` does.
 
-use super::{Message, python_json};
+use super::{Message, python_json_with};
 use minijinja::value::{Kwargs, Value};
 use minijinja::{Environment, Error as JinjaError, ErrorKind};
 use std::path::{Path, PathBuf};
@@ -121,10 +121,12 @@ impl ChatTemplate {
         add_generation_prompt: bool,
     ) -> Result<String, TemplateError> {
         let messages: Vec<serde_json::Value> = messages.iter().map(Message::to_template_value).collect();
+        // Tools as Ollama hands them to a template (see `ollama_tool`): every renderer prints the same bytes.
         let tools = if tools.is_empty() {
             Value::from(())
         } else {
-            Value::from_serialize(tools)
+            let canonical: Vec<serde_json::Value> = tools.iter().map(super::ollama_tool).collect();
+            Value::from_serialize(&canonical)
         };
         let ctx = minijinja::context! {
             messages => Value::from_serialize(&messages),
@@ -138,12 +140,29 @@ impl ChatTemplate {
     }
 }
 
+/// `tojson` as `transformers` defines it (`json.dumps` with `ensure_ascii=False`), with its `indent`,
+/// `separators` and `sort_keys` arguments.
 fn tojson(value: Value, kwargs: Kwargs) -> Result<Value, JinjaError> {
     let indent: Option<usize> = kwargs.get("indent")?;
+    let separators: Option<Vec<String>> = kwargs.get("separators")?;
+    let sort_keys: Option<bool> = kwargs.get("sort_keys")?;
     kwargs.assert_all_used()?;
-    let json = serde_json::to_value(&value)
+    let mut json = serde_json::to_value(&value)
         .map_err(|e| JinjaError::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
-    Ok(Value::from_safe_string(python_json(&json, indent)))
+    if sort_keys == Some(true) {
+        json = super::sorted_keys(json);
+    }
+    let separators = match separators.as_deref() {
+        None => None,
+        Some([item, key]) => Some((item.as_str(), key.as_str())),
+        Some(_) => {
+            return Err(JinjaError::new(
+                ErrorKind::InvalidOperation,
+                "tojson: separators is an (item, key) pair",
+            ));
+        }
+    };
+    Ok(Value::from_safe_string(python_json_with(&json, indent, separators)))
 }
 
 fn raise_exception(message: String) -> Result<Value, JinjaError> {
@@ -270,13 +289,15 @@ mod tests {
             .unwrap();
         assert!(text.contains("Environment: ipython\n"), "{text}");
         assert!(
-            text.contains("\"name\": \"check_traffic_flow\",\n"),
-            "tools are printed with indent 4: {text}"
+            text.contains(
+                "{\"type\":\"function\",\"function\":{\"name\":\"check_traffic_flow\",\"parameters\":{\"type\":\"object\",\"required\":null,\"properties\":null}}}\n\n"
+            ),
+            "tools print as compact JSON in Ollama's shape: {text}"
         );
         assert!(
             text.contains(
                 "<|start_header_id|>assistant<|end_header_id|>\n\n\
-                 {\"name\": \"check_traffic_flow\", \"parameters\": {\"source\": \"10.0.0.1\", \"port\": 443}}<|eot_id|>"
+                 {\"name\": \"check_traffic_flow\", \"parameters\": {\"port\":443,\"source\":\"10.0.0.1\"}}<|eot_id|>"
             ),
             "{text}"
         );

@@ -76,16 +76,11 @@ where
     K::Status: Phased + Serialize + PartialEq,
 {
     let old = obj.status();
-    let new_phase = status.phase().unwrap_or_default();
-    let message = health_message(status.conditions());
-    ctx.phase_event(
-        obj,
-        old.and_then(|s| s.phase()),
-        new_phase,
-        new_phase == "Failed",
-        &message,
-    )
-    .await;
+    if let Some(new_phase) = status.phase() {
+        let message = health_message(status.conditions());
+        ctx.phase_event(obj, old.and_then(|s| s.phase()), new_phase, &message)
+            .await;
+    }
     if old != Some(status) {
         let name = obj.meta().name.clone().unwrap_or_default();
         let what = format!(

@@ -1,5 +1,6 @@
 //! What every reconcile shares, and the error type whose fixed `category()` labels metrics and Events.
 
+use crate::api::conditions::Phase;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
 
@@ -39,23 +40,26 @@ impl Context {
     pub async fn phase_event<K: Resource<DynamicType = ()>>(
         &self,
         obj: &K,
-        old: Option<&str>,
-        new: &str,
-        warning: bool,
+        old: Option<Phase>,
+        new: Phase,
         message: &str,
     ) {
         if old == Some(new) {
             return;
         }
         let event = Event {
-            type_: if warning { EventType::Warning } else { EventType::Normal },
+            type_: if new == Phase::Failed {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
             reason: new.to_string(),
             note: Some(message.chars().take(1000).collect()),
             action: "Reconcile".to_string(),
             secondary: None,
         };
         if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
-            tracing::warn!(error = %e, reason = new, "could not record an Event");
+            tracing::warn!(error = %e, reason = %new, "could not record an Event");
         }
     }
 }

@@ -72,7 +72,7 @@ where
 }
 
 /// Deletes `folder` (relative to the operator's mount of the artifact volume) when retention says so.
-pub fn remove_artifacts(mount: &Path, folder: &str, delete: bool) -> Result<(), Error> {
+pub fn remove_artifacts(mount: &Path, folder: &Path, delete: bool) -> Result<(), Error> {
     if !delete {
         return Ok(());
     }

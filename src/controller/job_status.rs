@@ -44,8 +44,19 @@ pub fn outcome(job: &Job, pods: &[Pod]) -> JobOutcome {
     }
 }
 
-fn is_running(pod: &Pod) -> bool {
-    pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+/// Whether one of the Pod's containers runs. A kubelet reports a Pod `Pending` until its init containers are
+/// done, so a TrainingRun's `train` step (an init container) runs inside a Pending Pod.
+pub fn is_running(pod: &Pod) -> bool {
+    let status = pod.status.as_ref();
+    match status.and_then(|s| s.phase.as_deref()) {
+        Some("Running") => true,
+        Some("Pending") => status
+            .and_then(|s| s.init_container_statuses.as_ref())
+            .into_iter()
+            .flatten()
+            .any(|c| c.state.as_ref().is_some_and(|s| s.running.is_some())),
+        _ => false,
+    }
 }
 
 fn all_statuses(pod: &Pod) -> impl Iterator<Item = &ContainerStatus> {
@@ -125,7 +136,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::api::dataset::DatasetResult;
+    use crate::contract::{DatasetResult, Digest};
 
     fn job(status: serde_json::Value) -> Job {
         serde_json::from_value(json!({"metadata": {"name": "j"}, "status": status})).expect("job")
@@ -142,17 +153,18 @@ mod tests {
 
     #[test]
     fn succeeded_job_yields_the_workers_result() {
-        let result = r#"{"artifact":{"uri":"datasets/ai/fw/sha256-1","digest":"sha256:1"},"stats":{"input":10,"kept":8,"train":7,"eval":1}}"#;
+        let digest = Digest::of("1");
+        let result = format!(
+            r#"{{"artifact":{{"uri":"datasets/ai/fw/{}","digest":"{digest}"}},"stats":{{"input":10,"kept":8,"train":7,"eval":1}}}}"#,
+            digest.hex()
+        );
         let pods = [pod(
             json!({"phase": "Succeeded", "containerStatuses": [terminated("dataset", 0, "Completed", &format!("log line\n{result}"))]}),
         )];
         let j = job(json!({"conditions": [{"type": "Complete", "status": "True"}], "succeeded": 1}));
         assert_eq!(outcome(&j, &pods), JobOutcome::Succeeded);
         let r: DatasetResult = container_result(&pods, "dataset").expect("result");
-        assert_eq!(
-            (r.artifact.digest.as_str(), r.stats.kept, r.stats.eval),
-            ("sha256:1", 8, 1)
-        );
+        assert_eq!((r.artifact.digest, r.stats.kept, r.stats.eval), (digest, 8, 1));
     }
 
     #[test]
@@ -188,6 +200,29 @@ mod tests {
                 container: "other".into()
             })
         );
+    }
+
+    /// As kube-apiserver holds it while `train` runs: the Pod is Pending until its init containers are done.
+    #[test]
+    fn a_pod_running_its_init_container_is_running() {
+        let running = json!({"running": {"startedAt": "2026-01-01T00:00:00Z"}});
+        let training = pod(json!({"phase": "Pending", "podIP": "10.0.0.8",
+            "initContainerStatuses": [{"name": "train", "image": "i", "imageID": "", "ready": false, "restartCount": 0, "state": running}],
+            "containerStatuses": [{"name": "quantize", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+                                   "state": {"waiting": {"reason": "PodInitializing"}}}]}));
+        assert_eq!(
+            outcome(&job(json!({"active": 1})), std::slice::from_ref(&training)),
+            JobOutcome::Running
+        );
+        assert_eq!(
+            running_pod_ip(std::slice::from_ref(&training)).as_deref(),
+            Some("10.0.0.8")
+        );
+        let scheduled = pod(
+            json!({"phase": "Pending", "initContainerStatuses": [{"name": "train", "image": "i",
+            "imageID": "", "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "PodInitializing"}}}]}),
+        );
+        assert_eq!(outcome(&job(json!({"active": 1})), &[scheduled]), JobOutcome::Pending);
     }
 
     #[test]

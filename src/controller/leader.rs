@@ -48,7 +48,7 @@ impl LeaderElection {
 
     /// Takes or renews the Lease; `Ok(true)` while this replica holds it.
     pub async fn try_acquire(&self) -> Result<bool, kube::Error> {
-        let now = Timestamp::now();
+        let now = crate::api::conditions::now().0;
         let Some(mut lease) = self.api.get_opt(&self.name).await? else {
             let lease = Lease {
                 metadata: ObjectMeta {

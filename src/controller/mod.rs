@@ -5,6 +5,9 @@ pub mod apply;
 pub mod config;
 pub mod context;
 pub mod dataset;
+// An in-memory API server for unit tests that assert requests, and for the in-memory convergence benchmark;
+// never part of the shipped operator.
+#[cfg(any(test, feature = "fake-api"))]
 pub mod fake_api;
 pub mod finalizer;
 pub mod job_status;

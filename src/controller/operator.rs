@@ -25,6 +25,7 @@ use super::config::{Args, Settings};
 use super::context::{Context, Error};
 use super::leader::LeaderElection;
 use super::{dataset, model_serving, training_run};
+use crate::api::conditions::Phase;
 use crate::api::{Dataset, ModelServing, TrainingRun};
 
 /// Errors that stop the operator.
@@ -49,6 +50,7 @@ pub struct Metrics {
     errors: IntCounterVec,
     duration: HistogramVec,
     objects: IntGaugeVec,
+    evaluations: IntGaugeVec,
 }
 
 impl Metrics {
@@ -81,12 +83,21 @@ impl Metrics {
         )?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(objects.clone()))?;
+        let evaluations = IntGaugeVec::new(
+            prometheus::Opts::new(
+                "fireweave_operator_evaluations",
+                "TrainingRuns whose current attempt was evaluated, by the gate's result (passed, failed)",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(evaluations.clone()))?;
         Ok(Self {
             registry,
             reconciles,
             errors,
             duration,
             objects,
+            evaluations,
         })
     }
 
@@ -108,6 +119,8 @@ struct Shared {
     metrics: Metrics,
     ready: AtomicBool,
     phases: std::sync::Mutex<Vec<PhaseCounter>>,
+    /// The cached TrainingRuns, for the `fireweave_operator_evaluations` gauge.
+    runs: std::sync::Mutex<Option<Store<TrainingRun>>>,
 }
 
 async fn metrics_handler(State(s): State<Arc<Shared>>) -> (StatusCode, String) {
@@ -115,6 +128,15 @@ async fn metrics_handler(State(s): State<Arc<Shared>>) -> (StatusCode, String) {
     for count in s.phases.lock().unwrap_or_else(|p| p.into_inner()).iter() {
         for (kind, phase) in count() {
             s.metrics.objects.with_label_values(&[kind, &phase]).inc();
+        }
+    }
+    s.metrics.evaluations.reset();
+    if let Some(store) = s.runs.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        for run in store.state() {
+            if let Some(e) = run.status.as_ref().and_then(|st| st.evaluation.as_ref()) {
+                let result = if e.passed { "passed" } else { "failed" };
+                s.metrics.evaluations.with_label_values(&[result]).inc();
+            }
         }
     }
     let mut buf = Vec::new();
@@ -142,7 +164,7 @@ fn api<K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()
     }
 }
 
-fn phase_of<K, S>(kind: &'static str, store: Store<K>, phase: fn(&S) -> Option<&str>) -> PhaseCounter
+fn phase_of<K, S>(kind: &'static str, store: Store<K>, phase: fn(&S) -> Option<Phase>) -> PhaseCounter
 where
     K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static + kube::core::object::HasStatus<Status = S>,
     S: 'static,
@@ -151,7 +173,7 @@ where
         store
             .state()
             .iter()
-            .map(|o| (kind, o.status().and_then(phase).unwrap_or("Pending").to_string()))
+            .map(|o| (kind, o.status().and_then(phase).unwrap_or(Phase::Pending).to_string()))
             .collect()
     })
 }
@@ -242,6 +264,7 @@ pub async fn run_with(client: Client, args: Args) -> Result<(), OperatorError> {
         metrics: Metrics::new()?,
         ready: AtomicBool::new(false),
         phases: Default::default(),
+        runs: Default::default(),
     });
     let app = axum::Router::new()
         .route("/metrics", get(metrics_handler))
@@ -338,22 +361,23 @@ pub async fn run_with(client: Client, args: Args) -> Result<(), OperatorError> {
             });
 
         let (ds_store, tr_store, ms_store) = (datasets.store(), runs.store(), servings.store());
+        *shared.runs.lock().unwrap_or_else(|p| p.into_inner()) = Some(tr_store.clone());
         {
             let mut phases = shared.phases.lock().unwrap_or_else(|p| p.into_inner());
             phases.push(phase_of(
                 "Dataset",
                 ds_store.clone(),
-                |s: &crate::api::DatasetStatus| s.phase.as_deref(),
+                |s: &crate::api::DatasetStatus| s.phase,
             ));
             phases.push(phase_of(
                 "TrainingRun",
                 tr_store.clone(),
-                |s: &crate::api::TrainingRunStatus| s.phase.as_deref(),
+                |s: &crate::api::TrainingRunStatus| s.phase,
             ));
             phases.push(phase_of(
                 "ModelServing",
                 ms_store.clone(),
-                |s: &crate::api::ModelServingStatus| s.phase.as_deref(),
+                |s: &crate::api::ModelServingStatus| s.phase,
             ));
         }
         stores_ready.push(async move {

@@ -118,7 +118,9 @@ mod tests {
     /// outdated training attempt whose Job must go, a serving whose NetworkPolicy must be created and one
     /// whose NetworkPolicy must be deleted.
     fn seed(fake: &FakeApiServer) {
-        let artifact = json!({"uri": "datasets/team/fw/sha256-d", "digest": "sha256:d"});
+        let artifact = json!({"uri": "datasets/team/fw/sha256-d", "digest": crate::contract::digest::fake("d")});
+        let gguf = json!([{"quantization": "Q4_K_M", "uri": "runs/team/run/gguf/run-Q4_K_M.gguf",
+                           "digest": format!("sha256:{}", "a".repeat(64)), "sizeBytes": 1}]);
         fake.insert(json!({
             "apiVersion": "ai.fireweave.io/v1alpha1", "kind": "Dataset", "metadata": meta("fw", "uid-ds"),
             "spec": {"sources": [{"path": "examples/data/fireweave"}], "artifactRetention": "Delete"},
@@ -127,10 +129,10 @@ mod tests {
         fake.insert(json!({
             "apiVersion": "ai.fireweave.io/v1alpha1", "kind": "TrainingRun", "metadata": meta("run", "uid-tr"),
             "spec": {"baseModel": {"path": "models/llama"}, "datasetRef": {"name": "fw"}, "artifactRetention": "Delete"},
-            "status": {"phase": "Succeeded", "attempt": 1, "inputsDigest": "sha256:older-inputs", "dataset": artifact,
+            "status": {"phase": "Succeeded", "attempt": 1, "inputsDigest": crate::contract::digest::fake("older-inputs"), "dataset": artifact,
                        "conditions": ready(),
-                       "artifacts": {"gguf": [{"quantization": "Q4_K_M", "uri": "runs/team/run/gguf/run-Q4_K_M.gguf",
-                                               "digest": format!("sha256:{}", "a".repeat(64)), "sizeBytes": 1}]}}
+                       "artifacts": {"gguf": gguf, "chatFormat": "llama3"},
+                       "passed": {"attempt": 1, "gguf": gguf, "chatFormat": "llama3"}}
         }));
         fake.insert(json!({
             "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "run-attempt-1", "namespace": NS}
@@ -161,6 +163,11 @@ mod tests {
             let page = kube::runtime::watcher::Config::default().page_size.unwrap_or(500);
             if verb == "list" && r.path.contains(&format!("limit={page}")) {
                 out.insert((group.clone(), resource.clone(), "watch".to_string()));
+            }
+            // A server-side apply of an object that does not exist yet creates it, and kube-apiserver then also
+            // checks `create` (the in-memory server never did; the real one refused the operator's first apply).
+            if verb == "patch" && r.path.contains("fieldManager=") && !resource.contains('/') {
+                out.insert((group.clone(), resource.clone(), "create".to_string()));
             }
             out.insert((group, resource, verb));
             let owners = r
@@ -228,7 +235,8 @@ mod tests {
         )
         .expect("Dataset");
         for _ in 0..2 {
-            ctx.phase_event(&ds, None, "Running", false, "repeated").await;
+            ctx.phase_event(&ds, None, crate::api::conditions::Phase::Running, "repeated")
+                .await;
         }
 
         // The operator's loop: everything it does within a few seconds of starting (its watches are opened and
@@ -323,11 +331,11 @@ mod tests {
         .expect("TrainingRun");
         let ms: crate::api::ModelServing = serde_json::from_value(json!({
             "apiVersion": "ai.fireweave.io/v1alpha1", "kind": "ModelServing", "metadata": meta("ms", "u3"),
-            "spec": {"model": {"gguf": {"path": "m.gguf", "sha256": "a".repeat(64)}}}}))
+            "spec": {"model": {"gguf": {"path": "m.gguf", "sha256": "a".repeat(64)}}, "engine": "builtin"}}))
         .expect("ModelServing");
         let artifact = crate::api::ArtifactRef {
             uri: "d".into(),
-            digest: "sha256:d".into(),
+            digest: crate::contract::Digest::of("d"),
         };
         let model = model_serving::reconcile::wanted_model(&ms, None).expect("gguf model");
 
@@ -339,7 +347,7 @@ mod tests {
             let pods = [
                 serde_json::to_value(dataset::build::job(&ds, &settings)).expect("json")["spec"]["template"]["spec"].clone(),
                 serde_json::to_value(training_run::build::job(&tr, 1, &artifact, &settings)).expect("json")["spec"]["template"]["spec"].clone(),
-                serde_json::to_value(model_serving::build::deployment(&ms, &model, &model_serving::build::config_map(&ms, &model), &settings))
+                serde_json::to_value(model_serving::build::deployment(&ms, &model, &model_serving::build::config_map(&ms, &model).unwrap(), &settings))
                     .expect("json")["spec"]["template"]["spec"].clone(),
             ];
             for pod in pods {

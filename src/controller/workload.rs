@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::{Resource, ResourceExt};
+use kube::Resource;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -17,9 +17,9 @@ use crate::api::ComputeResources;
 /// Field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "fireweave-ai-operator";
 /// Where the artifact volume is mounted in every worker.
-pub const ARTIFACTS_DIR: &str = "/artifacts";
+pub const ARTIFACTS_DIR: &str = crate::contract::layout::ARTIFACTS_MOUNT;
 /// Where a worker finds `spec.json`.
-pub const SPEC_DIR: &str = "/etc/fireweave";
+pub const SPEC_DIR: &str = crate::contract::document::SPEC_MOUNT;
 /// Port of a worker's Prometheus metrics (`--metrics-addr` default).
 pub const WORKER_METRICS_PORT: i32 = 9090;
 
@@ -52,24 +52,6 @@ fn owner_reference<K: Resource<DynamicType = ()>>(owner: &K) -> Option<OwnerRefe
     owner.controller_owner_ref(&())
 }
 
-/// The CR as a worker reads it: apiVersion, kind, name, namespace and spec (no status, no managed fields).
-pub fn spec_document<K: Resource<DynamicType = ()>, S: Serialize>(
-    owner: &K,
-    spec: &S,
-    annotations: &BTreeMap<String, String>,
-) -> serde_json::Value {
-    let mut metadata = serde_json::json!({"name": owner.name_any(), "namespace": owner.namespace()});
-    if !annotations.is_empty() {
-        metadata["annotations"] = serde_json::json!(annotations);
-    }
-    serde_json::json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "metadata": metadata,
-        "spec": spec,
-    })
-}
-
 /// A ConfigMap holding `spec.json`.
 pub fn spec_config_map(meta: ObjectMeta, document: &serde_json::Value) -> ConfigMap {
     // Pretty JSON: people read it with `kubectl get cm -o yaml` when a worker misbehaves.
@@ -85,12 +67,6 @@ pub fn spec_config_map(meta: ObjectMeta, document: &serde_json::Value) -> Config
 pub fn short_hash<T: Serialize>(value: &T) -> String {
     let bytes = serde_json::to_vec(value).unwrap_or_default();
     hex::encode(Sha256::digest(&bytes))[..10].to_string()
-}
-
-/// Full `sha256:<hex>` of `value`'s JSON.
-pub fn digest_of<T: Serialize>(value: &T) -> String {
-    let bytes = serde_json::to_vec(value).unwrap_or_default();
-    format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
 }
 
 pub fn spec_volume(config_map: &str) -> Volume {

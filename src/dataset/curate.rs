@@ -73,6 +73,39 @@ pub struct Stats {
     pub mean_score_components: BTreeMap<&'static str, f32>,
 }
 
+impl Stats {
+    /// The counts a Dataset's status shows (stats.json keeps everything).
+    pub fn status_counts(&self) -> crate::api::dataset::DatasetStats {
+        use crate::api::dataset::{DatasetStats, ScoreBucket, TopicStats as StatusTopic};
+        DatasetStats {
+            input: self.input as u64,
+            valid: self.valid as u64,
+            rejected: self.rejected as u64,
+            duplicates: self.duplicates as u64,
+            kept: self.kept as u64,
+            train: self.train as u64,
+            eval: self.eval as u64,
+            score_histogram: self
+                .score_histogram
+                .iter()
+                .map(|b| ScoreBucket {
+                    bucket: b.bucket.clone(),
+                    count: b.count as u64,
+                })
+                .collect(),
+            topics: self
+                .topics
+                .iter()
+                .map(|t| StatusTopic {
+                    name: t.name.clone(),
+                    passed: t.passed as u64,
+                    total: t.total as u64,
+                })
+                .collect(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Bucket {
     pub bucket: String,

@@ -10,24 +10,30 @@ pub mod output;
 pub mod reason;
 pub mod score;
 pub mod sources;
-pub mod spec;
 pub mod synth;
 pub mod validate;
 
+use crate::api::ArtifactRef;
 use crate::api::Dataset;
 use crate::api::dataset::{DatasetSource, SourceFormat, default_tools};
+use crate::contract::document::DocumentError;
+use crate::contract::{DatasetResult, layout};
 use curate::{Config, InvariantError, Stats};
 use load::{Item, LoadError, SourceOptions};
 use output::OutputError;
 use serde::Serialize;
-use spec::SpecError;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
     #[error(transparent)]
-    Spec(#[from] SpecError),
+    Spec(#[from] DocumentError),
+    #[error("{label}: {rejected}")]
+    Invalid {
+        label: String,
+        rejected: crate::contract::document::Rejected,
+    },
     #[error(transparent)]
     Load(#[from] LoadError),
     #[error(transparent)]
@@ -77,7 +83,7 @@ pub struct Args {
     #[arg(long)]
     pub openai: bool,
     /// Where the JSON result goes when the file exists (Kubernetes reads it into the Pod status).
-    #[arg(long, default_value = "/dev/termination-log")]
+    #[arg(long, default_value = crate::contract::report::TERMINATION_LOG)]
     pub termination_log: PathBuf,
 }
 
@@ -100,18 +106,48 @@ impl From<FormatArg> for SourceFormat {
     }
 }
 
-/// The worker result (termination log, status): the contract's `artifact` and `stats`.
+/// A build: the content-addressed folder and the full curation statistics (what stats.json holds; the
+/// step's result, [`DatasetResult`], carries the counts the status shows).
 #[derive(Clone, Debug, Serialize)]
 pub struct RunResult {
-    pub artifact: Artifact,
+    pub artifact: ArtifactRef,
     pub stats: Stats,
 }
 
-#[derive(Clone, Debug, Serialize)]
-pub struct Artifact {
-    /// Path of the dataset folder relative to the artifact root (or the --out folder).
-    pub uri: String,
-    pub digest: String,
+impl RunResult {
+    /// The dataset step's result, as the termination message and the status carry it.
+    pub fn result(&self) -> DatasetResult {
+        DatasetResult {
+            artifact: self.artifact.clone(),
+            stats: self.stats.status_counts(),
+        }
+    }
+}
+
+/// Where a Dataset build reads and writes.
+#[derive(Clone, Debug)]
+pub struct BuildOptions {
+    /// The artifact root: the build goes to `datasets/<ns>/<name>/<hex>/` under it, and the result's `uri` is
+    /// relative to it.
+    pub artifacts: PathBuf,
+    /// Relative `sources[].path`s are looked for here too (the manifest's folder).
+    pub base_dir: PathBuf,
+    /// Also write OpenAI-messages files, whatever `spec.openaiOutput` says.
+    pub openai: bool,
+}
+
+/// Builds `resource` (a loaded, checked Dataset): the library entry point the dataset step and
+/// `fireweave-ai run` call.
+pub fn build(resource: &Dataset, opts: &BuildOptions) -> Result<RunResult, DatasetError> {
+    let ns = crate::contract::document::namespace_of(resource);
+    let name = resource.metadata.name.as_deref().unwrap_or("dataset");
+    let plan = Plan::new(
+        resource.clone(),
+        &opts.base_dir,
+        opts.artifacts.join(layout::dataset_builds(&ns, name)),
+        opts.artifacts.clone(),
+    )?;
+    execute(&plan, opts.openai)
 }
 
 /// Where and how one run writes.
@@ -125,8 +161,14 @@ struct Plan {
     root: PathBuf,
 }
 
+/// The CLI's build: `--spec` (as the Job runs it) or `--input ... --out` (no manifest), with the flags'
+/// overrides applied and checked as the CRD would check them.
 pub fn run(args: Args) -> Result<RunResult, DatasetError> {
     let plan = plan(&args)?;
+    execute(&plan, args.openai)
+}
+
+fn execute(plan: &Plan, openai: bool) -> Result<RunResult, DatasetError> {
     let started = Instant::now();
     let spec = &plan.resource.spec;
     let tools = if spec.tools.is_empty() {
@@ -162,19 +204,18 @@ pub fn run(args: Args) -> Result<RunResult, DatasetError> {
         eval_fraction: spec.split.eval_fraction,
         seed: spec.split.seed,
     };
+    if crate::contract::report::fault_injected("dataset") {
+        // A panic in the middle of curation, as the overflow in address scoring once was: the step must still
+        // end with a reason, never a bare abort.
+        panic!("injected fault while curating {} records", items.len());
+    }
     let spinner = crate::telemetry::bar(0, "dataset");
     let outcome = curate::curate(&items, &cfg)?;
     spinner.finish_and_clear();
-    let written = output::write(
-        &plan.parent,
-        &items,
-        &outcome,
-        &tools,
-        spec.openai_output || args.openai,
-    )?;
+    let written = output::write(&plan.parent, &items, &outcome, &tools, spec.openai_output || openai)?;
     // A pointer for local users and the next pipeline step; the digest in the status is the authority.
     let latest = plan.parent.join("latest");
-    let _ = std::fs::write(&latest, format!("{}\n", written.digest));
+    let _ = std::fs::write(&latest, format!("{}\n", written.digest.hex()));
     let uri = written
         .dir
         .strip_prefix(&plan.root)
@@ -187,21 +228,19 @@ pub fn run(args: Args) -> Result<RunResult, DatasetError> {
         eval = s.eval, seconds = started.elapsed().as_secs_f64(), dir = %written.dir.display(), "dataset written"
     );
     Ok(RunResult {
-        artifact: Artifact {
+        artifact: ArtifactRef {
             uri,
-            // The folder is named by the hex digest; status and the trainer's contract use `sha256:<hex>`.
-            digest: format!("sha256:{}", written.digest),
+            digest: written.digest,
         },
         stats: outcome.stats,
     })
 }
 
-/// The worker as a Job runs it: [`run`], then the result as the last stdout line and in the termination log.
-pub fn main(args: Args) -> Result<RunResult, DatasetError> {
+/// The dataset step as a Job runs it: [`run`], ending as the contract says (the result, or why it failed, in
+/// the termination message; a panic is caught and reported the same way).
+pub fn main(args: Args) -> Result<DatasetResult, crate::contract::StepFailed> {
     let termination_log = args.termination_log.clone();
-    let result = run(args)?;
-    report(&result, &termination_log);
-    Ok(result)
+    crate::contract::run_step("dataset", &termination_log, || run(args).map(|r| r.result()))
 }
 
 fn secret_dir() -> PathBuf {
@@ -210,13 +249,11 @@ fn secret_dir() -> PathBuf {
 
 fn plan(args: &Args) -> Result<Plan, DatasetError> {
     let (mut resource, base_dir, parent, root) = if let Some(spec_path) = &args.spec {
-        let resource = spec::load(spec_path)?;
+        let resource: Dataset = crate::contract::document::load(spec_path)?;
         let base = spec_path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let parent = args
-            .artifacts
-            .join("datasets")
-            .join(resource.metadata.namespace.as_deref().unwrap_or("default"))
-            .join(resource.metadata.name.as_deref().unwrap_or("dataset"));
+        let ns = crate::contract::document::namespace_of(&resource);
+        let name = resource.metadata.name.clone().unwrap_or_default();
+        let parent = args.artifacts.join(layout::dataset_builds(&ns, &name));
         (resource, base, parent, args.artifacts.clone())
     } else if let (false, Some(out)) = (args.input.is_empty(), &args.out) {
         let sources = args
@@ -257,44 +294,46 @@ fn plan(args: &Args) -> Result<Plan, DatasetError> {
     if let Some(v) = args.seed {
         spec.split.seed = v;
     }
-    let label = args.spec.as_deref().unwrap_or(Path::new("--input"));
-    spec::check(spec).map_err(|message| SpecError::Invalid {
-        path: label.into(),
-        message,
+    // The flags' overrides are checked as the CRD checks the spec (the same loader the Job's spec.json took).
+    let label = args
+        .spec
+        .as_deref()
+        .unwrap_or(Path::new("--input"))
+        .display()
+        .to_string();
+    let value = serde_json::to_value(&resource).map_err(|e| DatasetError::Invalid {
+        label: label.clone(),
+        rejected: crate::contract::document::Rejected {
+            object: None,
+            errors: vec![crate::api::validate::FieldError {
+                field: String::new(),
+                message: e.to_string(),
+            }],
+        },
     })?;
-    let mut inputs = Vec::new();
-    for src in &spec.sources {
-        let opts = SourceOptions {
-            format: src.format,
-            topic: src.topic.clone(),
-            max_record_bytes: usize::try_from(spec.filters.max_record_bytes).unwrap_or(usize::MAX),
-        };
-        for file in sources::resolve(src, &base_dir, &root)? {
-            inputs.push((file, opts.clone()));
-        }
-    }
-    Ok(Plan {
-        resource,
-        inputs,
-        parent,
-        root,
-    })
+    crate::contract::document::check(&value).map_err(|rejected| DatasetError::Invalid { label, rejected })?;
+    Plan::new(resource, &base_dir, parent, root)
 }
 
-/// The result as the last stdout line, and into the termination log when Kubernetes provides one.
-fn report(result: &RunResult, termination_log: &Path) {
-    let line = serde_json::to_string(result).unwrap_or_default();
-    if termination_log.exists() {
-        // The kubelet keeps at most 4 KiB; topics are the part that can grow, so they go first.
-        let mut short = result.clone();
-        if line.len() > 4000 {
-            short.stats.topics.clear();
-            short.stats.reasons.clear();
+impl Plan {
+    fn new(resource: Dataset, base_dir: &Path, parent: PathBuf, root: PathBuf) -> Result<Self, DatasetError> {
+        let spec = &resource.spec;
+        let mut inputs = Vec::new();
+        for src in &spec.sources {
+            let opts = SourceOptions {
+                format: src.format,
+                topic: src.topic.clone(),
+                max_record_bytes: usize::try_from(spec.filters.max_record_bytes).unwrap_or(usize::MAX),
+            };
+            for file in sources::resolve(src, base_dir, &root)? {
+                inputs.push((file, opts.clone()));
+            }
         }
-        let text = serde_json::to_string(&short).unwrap_or_default();
-        if let Err(e) = std::fs::write(termination_log, text) {
-            tracing::warn!(path = %termination_log.display(), error = %e, "cannot write the termination log");
-        }
+        Ok(Plan {
+            resource,
+            inputs,
+            parent,
+            root,
+        })
     }
-    println!("{line}");
 }

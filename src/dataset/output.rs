@@ -5,10 +5,10 @@
 use super::curate::{Fate, Outcome, Stats};
 use super::load::{Conversation, Item};
 use super::score::Score;
+use crate::artifact;
 use crate::chat::{Message, Role};
 use rayon::prelude::*;
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 pub enum OutputError {
     #[error("cannot write {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Artifact(#[from] artifact::IoError),
     #[error(
         "count invariant broken while writing: input {input} records but wrote {train} train + {eval} eval + {rejected} rejected lines"
     )]
@@ -38,7 +40,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> OutputError + '_ {
 #[derive(Clone, Debug)]
 pub struct Written {
     pub dir: PathBuf,
-    pub digest: String,
+    pub digest: crate::contract::Digest,
 }
 
 /// A conversation's turns in ShareGPT form, borrowed: train/eval lines and rejected records share this shape.
@@ -294,7 +296,8 @@ impl Jsonl {
     }
 }
 
-/// Writes the artifact under `parent/<digest>/` and returns it. An identical earlier artifact is reused.
+/// Writes the artifact under `parent/<hex digest>/` (through a temporary folder, so a partial build never
+/// looks complete) and returns it. An identical earlier artifact is reused.
 pub fn write(
     parent: &Path,
     items: &[Item],
@@ -302,20 +305,10 @@ pub fn write(
     default_tools: &[Value],
     openai: bool,
 ) -> Result<Written, OutputError> {
-    std::fs::create_dir_all(parent).map_err(io(parent))?;
-    let tmp = parent.join(format!(".tmp-{}-{}", std::process::id(), nanos()));
-    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    let result = write_into(&tmp, items, outcome, default_tools, openai).and_then(|()| {
-        let digest = folder_digest(&tmp)?;
-        let dir = parent.join(&digest);
-        if dir.exists() {
-            // Same content already there (a rerun): keep it, drop ours.
-            let _ = std::fs::remove_dir_all(&tmp);
-        } else {
-            std::fs::rename(&tmp, &dir).map_err(io(&dir))?;
-        }
-        Ok(Written { dir, digest })
-    });
+    let tmp = artifact::staging(&parent.join(format!("build-{}", nanos())))?;
+    let result = write_into(&tmp, items, outcome, default_tools, openai)
+        .and_then(|()| Ok(artifact::publish_content_addressed(&tmp, parent)?))
+        .map(|(dir, digest)| Written { dir, digest });
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
     }
@@ -389,26 +382,6 @@ fn write_into(
     let svg_path = dir.join("score-histogram.svg");
     std::fs::write(&svg_path, histogram_svg(&outcome.stats)).map_err(io(&svg_path))?;
     Ok(())
-}
-
-/// sha256 over (name, sha256 of file) of every file, in name order.
-fn folder_digest(dir: &Path) -> Result<String, OutputError> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map_err(io(dir))?
-        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-        .collect();
-    names.sort();
-    let mut h = Sha256::new();
-    for name in names {
-        let p = dir.join(&name);
-        let mut f = std::fs::File::open(&p).map_err(io(&p))?;
-        let mut fh = Sha256::new();
-        std::io::copy(&mut f, &mut fh).map_err(io(&p))?;
-        h.update(name.as_bytes());
-        h.update([0]);
-        h.update(fh.finalize());
-    }
-    Ok(hex::encode(h.finalize()))
 }
 
 /// Bar chart of the score histogram with the threshold marked.

@@ -219,19 +219,37 @@ fn cli_points(text: &str) -> f32 {
 fn has_address(line: &str) -> bool {
     line.as_bytes()
         .split(|&c| !(c.is_ascii_digit() || c == b'.' || c == b'/'))
-        .any(|run| is_ipv4(run.split(|&c| c == b'/').next().unwrap_or_default()))
+        .any(is_ipv4_or_cidr)
+}
+
+/// `a.b.c.d` or `a.b.c.d/len`; runs of digits that are not (account ids, timestamps, versions) are not.
+fn is_ipv4_or_cidr(run: &[u8]) -> bool {
+    let mut halves = run.splitn(2, |&c| c == b'/');
+    let ip = halves.next().unwrap_or_default();
+    match halves.next() {
+        None => is_ipv4(ip),
+        Some(prefix) => is_ipv4(ip) && small_decimal(prefix).is_some_and(|len| len <= 32),
+    }
 }
 
 fn is_ipv4(ip: &[u8]) -> bool {
     let mut parts = 0;
     for p in ip.split(|&c| c == b'.') {
         parts += 1;
-        let value = p.iter().fold(0u32, |n, &d| n * 10 + u32::from(d - b'0'));
-        if parts > 4 || p.is_empty() || p.len() > 3 || value >= 256 {
+        if parts > 4 || small_decimal(p).is_none_or(|v| v >= 256) {
             return false;
         }
     }
     parts == 4
+}
+
+/// One to three ASCII digits as a number. The length is checked before any arithmetic: text is full of long
+/// digit runs (a 12-digit AWS account id, a 13-digit millisecond timestamp) that would overflow a fold.
+fn small_decimal(digits: &[u8]) -> Option<u32> {
+    if digits.is_empty() || digits.len() > 3 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(digits.iter().fold(0, |n, &d| n * 10 + u32::from(d - b'0')))
 }
 
 /// Distinct domain terms (networking, security, cloud, FireWeave): 2.5 points each.
@@ -733,5 +751,38 @@ mod tests {
             - s.repetition_penalty
             - s.truncation_penalty;
         assert_eq!(s.total, sum.round().clamp(0.0, 100.0) as u8);
+    }
+    #[test]
+    fn addresses_are_recognized_and_long_numbers_do_not_overflow() {
+        // Each of these once overflowed the digit fold (a panic with overflow checks on, a silently wrapped
+        // value in a release build): numbers of ten or more digits in a dotted or bare run.
+        for line in [
+            "account 123456789012 in us-east-1",
+            "at 1733312345678 ms the rule matched",
+            "1733312345678.123.4.5",
+            "4294967296.1.1.1",
+            "99999999999999999999999999.1.1.1/24",
+        ] {
+            assert!(!has_address(line), "{line}");
+        }
+        for line in [
+            "allow 10.0.0.5 to 10.1.0.10",
+            "route 192.168.0.0/16 via x",
+            "1.2.3.4/32",
+            "0.0.0.0/0",
+        ] {
+            assert!(has_address(line), "{line}");
+        }
+        for line in [
+            "999.1.1.1",
+            "1.2.3.4/33",
+            "1.2.3.4/",
+            "version 1.2.3",
+            "version 1.2.3.4.5",
+            "1..2.3",
+            "1.2.3.4/8/16",
+        ] {
+            assert!(!has_address(line), "{line}");
+        }
     }
 }

@@ -2,9 +2,13 @@
 
 use super::convert::{OutputSummary, Request, convert, elapsed_s, total_values};
 use super::{GgufError, MappedGguf, Mix};
-use crate::api::Quantization;
-use crate::api::training_run::{GgufArtifact, QuantizeResult};
+use crate::api::training_run::GgufArtifact;
+use crate::api::{Quantization, TrainingRun};
+use crate::contract::document::namespace_of;
+use crate::contract::layout::{self, RunPart};
+use crate::contract::{Digest, QuantizeResult};
 use crate::hf::Checkpoint;
+use kube::ResourceExt;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -29,6 +33,9 @@ pub struct QuantizeArgs {
     pub spec: Option<PathBuf>,
     #[arg(long, default_value = "/artifacts")]
     pub artifacts: PathBuf,
+    /// With --spec: where Kubernetes reads the result (or the reason it failed); written when the file exists.
+    #[arg(long, default_value = crate::contract::report::TERMINATION_LOG)]
+    pub termination_log: PathBuf,
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -78,53 +85,34 @@ struct Job {
     types: Vec<Mix>,
 }
 
-/// The quantize step of a TrainingRun: where its merged model is and what to produce. Returns the job and
-/// the output folder relative to the artifact root (what status URIs are relative to).
-fn job_from_spec(spec_path: &Path, artifacts: &Path) -> Result<(Job, PathBuf), GgufError> {
-    let bad = |message: String| GgufError::Spec {
-        path: spec_path.to_owned(),
-        message,
-    };
-    let text = std::fs::read_to_string(spec_path).map_err(|source| GgufError::Io {
-        path: spec_path.to_owned(),
-        source,
-    })?;
-    let cr: serde_json::Value = serde_yaml::from_str(&text).map_err(|e| bad(format!("not JSON or YAML: {e}")))?;
-    let name = cr
-        .pointer("/metadata/name")
-        .and_then(|v| v.as_str())
-        .ok_or_else(|| bad("metadata.name missing".into()))?;
-    let ns = cr
-        .pointer("/metadata/namespace")
-        .and_then(|v| v.as_str())
-        .unwrap_or("default");
-    let types = match cr.pointer("/spec/export/gguf") {
-        None => vec![Mix::Q4KM, Mix::Q5KM, Mix::Q8_0],
-        Some(v) => v
-            .as_array()
-            .ok_or_else(|| bad("spec.export.gguf must be a list".into()))?
-            .iter()
-            .map(|t| {
-                t.as_str()
-                    .and_then(Mix::parse)
-                    .ok_or_else(|| bad(format!("spec.export.gguf: unsupported type {t}")))
+/// The quantize step of a TrainingRun: the GGUF files named in `spec.export.gguf`, made from the run's merged
+/// checkpoint, with URIs relative to the artifact root as the operator expects them. The library entry point
+/// the quantize step and `fireweave-ai run` call.
+pub fn quantize_training_run(tr: &TrainingRun, artifacts: &Path) -> Result<QuantizeResult, GgufError> {
+    let (ns, name) = (namespace_of(tr), tr.name_any());
+    let types = tr
+        .spec
+        .export
+        .gguf
+        .iter()
+        .map(|q| {
+            Mix::parse(q.as_str()).ok_or_else(|| GgufError::Spec {
+                path: PathBuf::from("spec.export.gguf"),
+                message: format!("{q} has no GGUF writer"),
             })
-            .collect::<Result<_, _>>()?,
-    };
-    let run = PathBuf::from("runs").join(ns).join(name);
+        })
+        .collect::<Result<_, _>>()?;
     let job = Job {
-        model: artifacts.join(&run).join("merged"),
-        name: name.to_owned(),
-        out_dir: artifacts.join(&run).join("gguf"),
+        model: artifacts.join(layout::run_part(&ns, &name, RunPart::Merged)),
+        name: name.clone(),
+        out_dir: artifacts.join(layout::run_part(&ns, &name, RunPart::Gguf)),
         types,
     };
-    Ok((job, run.join("gguf")))
-}
-
-/// The quantize step as the TrainingRun Job (and the local pipeline) runs it: the GGUF files named in
-/// `spec.export.gguf`, with URIs relative to the artifact root as the operator expects them.
-pub fn quantize_training_run(spec: &Path, artifacts: &Path) -> Result<QuantizeResult, GgufError> {
-    let (job, rel) = job_from_spec(spec, artifacts)?;
+    if crate::contract::report::fault_injected("quantize") {
+        // As a truncated or missing merged checkpoint would fail: while opening the input.
+        let missing = job.model.join("injected-fault");
+        Checkpoint::open(&missing)?;
+    }
     let (summaries, _) = run_job(&job)?;
     let gguf = summaries
         .iter()
@@ -138,13 +126,20 @@ pub fn quantize_training_run(spec: &Path, artifacts: &Path) -> Result<QuantizeRe
                 .into_iter()
                 .find(|q| q.as_str() == s.quantization)
                 .ok_or_else(|| GgufError::Spec {
-                    path: spec.to_owned(),
+                    path: PathBuf::from("spec.export.gguf"),
                     message: format!("{} is not a quantization a ModelServing can serve", s.quantization),
                 })?;
+            let digest = Digest::parse(&s.sha256).map_err(|e| GgufError::Spec {
+                path: s.path.clone(),
+                message: e.to_string(),
+            })?;
             Ok(GgufArtifact {
                 quantization,
-                uri: rel.join(file).to_string_lossy().into_owned(),
-                digest: format!("sha256:{}", s.sha256),
+                uri: layout::run_part(&ns, &name, RunPart::Gguf)
+                    .join(file)
+                    .to_string_lossy()
+                    .into_owned(),
+                digest,
                 size_bytes: s.size_bytes,
             })
         })
@@ -152,17 +147,16 @@ pub fn quantize_training_run(spec: &Path, artifacts: &Path) -> Result<QuantizeRe
     Ok(QuantizeResult { gguf })
 }
 
+/// The quantize step as a Job runs it, or a plain conversion (`--model`).
 pub fn quantize(args: QuantizeArgs) -> anyhow::Result<()> {
     if let Some(n) = args.threads {
         rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
     }
     if let Some(spec) = &args.spec {
-        let result = serde_json::to_string(&quantize_training_run(spec, &args.artifacts)?)?;
-        if Path::new("/dev/termination-log").exists() {
-            // Best effort: the result also goes to stdout, which the operator reads when this fails.
-            let _ = std::fs::write("/dev/termination-log", &result);
-        }
-        println!("{result}");
+        crate::contract::run_step("quantize", &args.termination_log, || {
+            let tr: TrainingRun = crate::contract::document::load(spec).map_err(|e| e.to_string())?;
+            quantize_training_run(&tr, &args.artifacts).map_err(|e| e.to_string())
+        })?;
         return Ok(());
     }
     let model = args
@@ -216,7 +210,7 @@ fn run_job(job: &Job) -> Result<(Vec<OutputSummary>, f64), GgufError> {
         .iter()
         .map(|&mix| Request {
             mix,
-            path: job.out_dir.join(format!("{}-{}.gguf", job.name, mix.name())),
+            path: job.out_dir.join(layout::gguf_file_name(&job.name, mix.name())),
         })
         .collect();
     let bar = std::io::stderr()

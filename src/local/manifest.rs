@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::api::validate;
-use crate::api::{Dataset, ModelServing, TrainingRun};
+use crate::contract::document;
 
 /// The API group and version every document must have.
-pub const API_VERSION: &str = "ai.fireweave.io/v1alpha1";
+pub const API_VERSION: &str = document::API_VERSION;
 
 /// Where a document came from: the file and its 1-based position among the file's documents.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,12 +72,7 @@ fn list(problems: &[Problem]) -> String {
 }
 
 /// A resource read from the manifests.
-#[derive(Clone, Debug)]
-pub enum Resource {
-    Dataset(Box<Dataset>),
-    TrainingRun(Box<TrainingRun>),
-    ModelServing(Box<ModelServing>),
-}
+pub use crate::contract::Object as Resource;
 
 /// Kind, namespace and name: how resources refer to each other.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -197,106 +192,16 @@ pub fn parse_file(file: &Path, text: &str, out: &mut Vec<Manifest>, problems: &m
     }
 }
 
-type DocumentErrors = (Option<String>, Vec<validate::FieldError>);
-
-fn field_error(field: &str, message: impl Into<String>) -> validate::FieldError {
-    validate::FieldError {
-        field: field.into(),
-        message: message.into(),
-    }
-}
-
-/// One document: kind and apiVersion, metadata, schema and CEL, then the typed object.
-fn parse_document(value: &Value) -> Result<(Key, Resource), DocumentErrors> {
-    if !value.is_object() {
-        return Err((
-            None,
-            vec![field_error(
-                "",
-                "a manifest must be a mapping with apiVersion, kind, metadata and spec",
-            )],
-        ));
-    }
-    let kind_text = value.get("kind").and_then(Value::as_str).unwrap_or_default();
-    let Some(&kind) = validate::KINDS.iter().find(|k| **k == kind_text) else {
-        let message = if kind_text.is_empty() {
-            "missing; expected one of Dataset, TrainingRun, ModelServing".to_string()
-        } else {
-            format!(
-                "unknown kind {kind_text:?}; fireweave-ai run takes Dataset, TrainingRun and ModelServing ({API_VERSION})"
-            )
-        };
-        return Err((None, vec![field_error("kind", message)]));
-    };
-    let name = value
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let namespace = value
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .unwrap_or("default");
-    let object = Some(format!("{kind} {namespace}/{name}"));
-    let mut errors = Vec::new();
-    let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
-    if api_version != API_VERSION {
-        errors.push(field_error(
-            "apiVersion",
-            format!("{api_version:?} is not served; use {API_VERSION}"),
-        ));
-    }
-    if let Some(message) = dns_subdomain_problem(name) {
-        errors.push(field_error("metadata.name", message));
-    }
-    if let Some(message) = value
-        .pointer("/metadata/namespace")
-        .and_then(|_| dns_label_problem(namespace))
-    {
-        errors.push(field_error("metadata.namespace", message));
-    }
-    errors.extend(validate::validate(kind, value));
-    if !errors.is_empty() {
-        return Err((object, errors));
-    }
-    let typed = |e: serde_json::Error| (object.clone(), vec![field_error("spec", e.to_string())]);
-    let resource = match kind {
-        "Dataset" => Resource::Dataset(Box::new(serde_json::from_value(value.clone()).map_err(typed)?)),
-        "TrainingRun" => Resource::TrainingRun(Box::new(serde_json::from_value(value.clone()).map_err(typed)?)),
-        _ => Resource::ModelServing(Box::new(serde_json::from_value(value.clone()).map_err(typed)?)),
-    };
+/// One document, through the contract's loader (kind and apiVersion, metadata, schema and CEL, the typed
+/// object and the checks the CRD cannot make).
+fn parse_document(value: &Value) -> Result<(Key, Resource), (Option<String>, Vec<validate::FieldError>)> {
+    let checked = document::check(value).map_err(|r| (r.object, r.errors))?;
     let key = Key {
-        kind,
-        namespace: namespace.to_string(),
-        name: name.to_string(),
+        kind: checked.kind,
+        namespace: checked.namespace,
+        name: checked.name,
     };
-    Ok((key, resource))
-}
-
-/// Kubernetes object names: at most 253 characters of lower-case alphanumerics, '-' and '.', starting and
-/// ending alphanumeric.
-fn dns_subdomain_problem(name: &str) -> Option<String> {
-    if name.is_empty() {
-        return Some("Required value: every resource needs a name".into());
-    }
-    let ok = name.len() <= 253
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
-    (!ok).then(|| format!("{name:?} is not a valid name (lower-case letters, digits, '-' and '.')"))
-}
-
-/// Namespace names: DNS labels, at most 63 characters of lower-case alphanumerics and '-'.
-fn dns_label_problem(name: &str) -> Option<String> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
-    (!ok).then(|| format!("{name:?} is not a valid namespace name"))
+    Ok((key, checked.object))
 }
 
 #[cfg(test)]
@@ -334,7 +239,7 @@ mod tests {
         assert_eq!(
             problems,
             [
-                "m.yaml, document 1: kind: unknown kind \"Secret\"; fireweave-ai run takes Dataset, TrainingRun and ModelServing (ai.fireweave.io/v1alpha1)"
+                "m.yaml, document 1: kind: unknown kind \"Secret\"; fireweave-ai takes Dataset, TrainingRun and ModelServing (ai.fireweave.io/v1alpha1)"
             ]
         );
         let (_, problems) = parse(&DATASET.replace("v1alpha1", "v1"));

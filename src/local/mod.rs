@@ -72,7 +72,11 @@ pub fn run(args: RunArgs) -> Result<Vec<(manifest::Key, Done)>, RunError> {
     crate::telemetry::install_view();
     let mut pipeline = steps::Pipeline::new(&args, artifacts);
     for i in order {
-        pipeline.run(&manifests[i])?;
+        if let Err(e) = pipeline.run(&manifests[i]) {
+            // What was done, and an evaluation that stopped the rollout, still reach the person.
+            view::summary(&pipeline);
+            return Err(e.into());
+        }
     }
     view::summary(&pipeline);
     if !args.no_serve {

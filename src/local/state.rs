@@ -2,14 +2,15 @@
 //! `kubectl get -o yaml` would show) under `<artifacts>/status/`, plus the digest of the inputs it was built
 //! from. A step whose inputs digest is unchanged and whose outputs are still intact is not run again.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 
 use super::manifest::Key;
+use crate::artifact;
+use crate::contract::Digest;
 
 /// Annotation on a status file recording the inputs digest the status was produced from.
 pub const INPUTS_ANNOTATION: &str = "ai.fireweave.io/local-inputs-digest";
@@ -20,6 +21,8 @@ pub enum StateError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: {message}")]
     Corrupt { path: PathBuf, message: String },
+    #[error(transparent)]
+    Artifact(#[from] artifact::IoError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
@@ -40,7 +43,7 @@ pub fn status_path(artifacts: &Path, key: &Key) -> PathBuf {
 /// A stored object with its status and the inputs digest it records.
 pub struct Stored<T> {
     pub object: T,
-    pub inputs_digest: Option<String>,
+    pub inputs_digest: Option<Digest>,
 }
 
 /// Reads the stored object of `key`, if any. A file that no longer parses (edited by hand, written by an
@@ -53,7 +56,7 @@ pub fn read<T: DeserializeOwned>(artifacts: &Path, key: &Key) -> Option<Stored<T
         .pointer("/metadata/annotations")
         .and_then(|a| a.get(INPUTS_ANNOTATION))
         .and_then(|d| d.as_str())
-        .map(str::to_string);
+        .and_then(|d| Digest::parse(d).ok());
     match serde_json::from_value(value) {
         Ok(object) => Some(Stored { object, inputs_digest }),
         Err(e) => {
@@ -69,30 +72,20 @@ pub fn write<T: Serialize>(
     artifacts: &Path,
     key: &Key,
     object: &T,
-    inputs_digest: &str,
+    inputs_digest: &Digest,
 ) -> Result<PathBuf, StateError> {
     let path = status_path(artifacts, key);
     let mut value = serde_json::to_value(object).map_err(|e| StateError::Corrupt {
         path: path.clone(),
         message: e.to_string(),
     })?;
-    value["metadata"]["annotations"][INPUTS_ANNOTATION] = serde_json::Value::from(inputs_digest);
+    value["metadata"]["annotations"][INPUTS_ANNOTATION] = serde_json::Value::from(inputs_digest.to_string());
     let text = serde_yaml::to_string(&value).map_err(|e| StateError::Corrupt {
         path: path.clone(),
         message: e.to_string(),
     })?;
-    write_atomic(&path, text.as_bytes())?;
+    artifact::write_atomic(&path, text.as_bytes())?;
     Ok(path)
-}
-
-/// Temp file in the same folder, then rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-    }
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
 }
 
 /// Incremental `sha256:` digest of the things a step depends on.
@@ -119,8 +112,8 @@ impl Fingerprint {
 
     /// Adds a file's content.
     pub fn file(&mut self, path: &Path) -> Result<&mut Self, StateError> {
-        let digest = sha256_file(path)?;
-        Ok(self.text(&digest))
+        let digest = artifact::file_digest(path)?;
+        Ok(self.text(&digest.to_string()))
     }
 
     /// Adds every file below `dir` (sorted relative names and contents), skipping hidden entries.
@@ -154,8 +147,8 @@ impl Fingerprint {
         Ok(self)
     }
 
-    pub fn finish(&self) -> String {
-        format!("sha256:{}", hex::encode(self.0.clone().finalize()))
+    pub fn finish(&self) -> Digest {
+        Digest::from_hasher(self.0.clone())
     }
 }
 
@@ -182,21 +175,6 @@ pub fn files_below(dir: &Path) -> Result<Vec<PathBuf>, StateError> {
     }
     out.sort();
     Ok(out)
-}
-
-/// `sha256:<hex>` of a file, read in 1 MiB pieces.
-pub fn sha256_file(path: &Path) -> Result<String, StateError> {
-    let mut file = std::fs::File::open(path).map_err(io(path))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).map_err(io(path))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
 }
 
 #[cfg(test)]
@@ -226,10 +204,10 @@ mod tests {
         };
         let obj = serde_json::json!({"apiVersion": "ai.fireweave.io/v1alpha1", "kind": "Dataset",
             "metadata": {"name": "d", "namespace": "default"}, "spec": {}, "status": {"phase": "Succeeded"}});
-        let path = write(dir.path(), &key, &obj, "sha256:abc").unwrap();
+        let path = write(dir.path(), &key, &obj, &Digest::of(b"abc")).unwrap();
         assert!(path.ends_with("status/default/dataset-d.yaml"));
         let back: Stored<serde_json::Value> = read(dir.path(), &key).unwrap();
-        assert_eq!(back.inputs_digest.as_deref(), Some("sha256:abc"));
+        assert_eq!(back.inputs_digest, Some(Digest::of(b"abc")));
         assert_eq!(back.object["status"]["phase"], "Succeeded");
     }
 }

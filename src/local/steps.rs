@@ -7,20 +7,15 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-
 use super::manifest::{Key, Manifest, Resource};
 use super::state::{self, Fingerprint, StateError};
 use super::{Done, RunArgs, graph};
-use crate::api::conditions::{Health, reason, set_health};
-use crate::api::dataset::DatasetStats;
+use crate::api::conditions::{EVALUATED, Health, Phase, now, reason, set_condition, set_health};
 use crate::api::model_serving::{GgufFile, ModelSource, ServedModel};
-use crate::api::training_run::{TrainResult, TrainingArtifacts};
-use crate::api::{
-    ArtifactRef, Dataset, DatasetStatus, ModelServing, ModelServingStatus, TrainingRun, TrainingRunStatus,
-};
-use crate::controller::training_run::build::{DATASET_DIGEST_ANNOTATION, DATASET_URI_ANNOTATION, inputs_digest};
-use crate::controller::workload::spec_document;
+use crate::api::training_run::TrainingArtifacts;
+use crate::api::{Dataset, DatasetStatus, ModelServing, ModelServingStatus, TrainingRun, TrainingRunStatus};
+use crate::contract::document::{self, Kind};
+use crate::contract::{Digest, StepFailed, annotations, fingerprint, run_step};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
@@ -28,6 +23,8 @@ pub enum StepError {
     Io { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     State(#[from] StateError),
+    #[error(transparent)]
+    Artifact(#[from] crate::artifact::IoError),
     #[error("{key}: {message}")]
     Failed { key: String, message: String },
 }
@@ -46,7 +43,7 @@ pub struct Serving {
     pub addr: SocketAddr,
     pub spec_path: PathBuf,
     pub model: ServedModel,
-    pub inputs: String,
+    pub inputs: Digest,
 }
 
 /// The state of one local run: what each step produced, in order.
@@ -58,10 +55,8 @@ pub struct Pipeline {
     pub servings: Vec<Serving>,
     pub done: Vec<(Key, Done, Duration)>,
     pub status_files: Vec<PathBuf>,
-}
-
-fn now() -> Time {
-    Time(k8s_openapi::jiff::Timestamp::now())
+    /// When the run began: every phase line says how long ago, and the summary the total.
+    pub began: Instant,
 }
 
 impl Pipeline {
@@ -74,6 +69,7 @@ impl Pipeline {
             servings: Vec::new(),
             done: Vec::new(),
             status_files: Vec::new(),
+            began: began(),
         }
     }
 
@@ -83,6 +79,8 @@ impl Pipeline {
 
     pub fn run(&mut self, m: &Manifest) -> Result<(), StepError> {
         let started = Instant::now();
+        // One line per phase from the first second, whatever the terminal: people follow a long run by these.
+        tracing::info!(resource = %m.key, at = %clock(self.began.elapsed()), "{}", phase_name(&m.resource));
         let bar = crate::telemetry::bar(0, m.key.kind);
         bar.set_message(format!("{}/{}", m.key.namespace, m.key.name));
         let done = match &m.resource {
@@ -110,11 +108,39 @@ impl Pipeline {
         ))
     }
 
-    fn write_spec(&self, key: &Key, document: &serde_json::Value) -> Result<PathBuf, StepError> {
+    /// Writes the document a Job would get and reads it back through the contract's loader, exactly as the
+    /// worker in the Pod does: what runs here is what a cluster would run.
+    fn write_spec<K: Kind>(&self, key: &Key, doc: &serde_json::Value) -> Result<(PathBuf, K), StepError> {
         let path = self.spec_file(key);
-        let text = serde_json::to_vec_pretty(document).unwrap_or_default();
-        state::write_atomic(&path, &text)?;
-        Ok(path)
+        let text = serde_json::to_vec_pretty(doc).unwrap_or_default();
+        crate::artifact::write_atomic(&path, &text)?;
+        let object = document::load::<K>(&path).map_err(|e| StepError::Failed {
+            key: key.to_string(),
+            message: e.to_string(),
+        })?;
+        Ok((path, object))
+    }
+
+    /// Records a failed step as the operator would (phase Failed, `Stalled` with the worker's reason) in the
+    /// status file, so `status/` says why even after the terminal scrolled away; returns the error.
+    fn record_failure<K: Kind>(&mut self, m: &Manifest, object: &K, failed: StepFailed) -> StepError {
+        let mut conditions = Vec::new();
+        set_health(
+            &mut conditions,
+            Health::Stalled,
+            reason::JOB_FAILED,
+            &failed.to_string(),
+            Some(1),
+            &now(),
+        );
+        let mut value = serde_json::to_value(object).unwrap_or_default();
+        value["status"] = serde_json::json!({"phase": Phase::Failed, "conditions": conditions});
+        // An inputs digest nothing can match: a failed step always runs again.
+        match state::write(&self.artifacts, &m.key, &value, &Digest::of(b"failed")) {
+            Ok(path) => self.status_files.push(path),
+            Err(e) => tracing::warn!(error = %e, "could not write the failed status"),
+        }
+        failed_step(&m.key, &failed)
     }
 
     /// An absolute local path for a path in a spec (the graph step already checked it exists).
@@ -141,46 +167,36 @@ impl Pipeline {
         let inputs = fp.finish();
         if let Some(stored) = state::read::<Dataset>(&self.artifacts, &m.key)
             && !self.args.force
-            && stored.inputs_digest.as_deref() == Some(inputs.as_str())
+            && stored.inputs_digest == Some(inputs)
             && let Some(a) = stored.object.status.as_ref().and_then(|s| s.artifact.as_ref())
             && self.artifacts.join(&a.uri).join("train.jsonl").is_file()
         {
             self.datasets.insert(m.key.clone(), stored.object);
             return Ok(Done::Skipped);
         }
-        let doc = spec_document(ds, &spec, &BTreeMap::new());
-        let spec_path = self.write_spec(&m.key, &doc)?;
-        let result = crate::dataset::run(crate::dataset::Args {
-            spec: Some(spec_path),
+        let (_, resource) = self.write_spec::<Dataset>(&m.key, &document::render(ds, &spec, &BTreeMap::new()))?;
+        let options = crate::dataset::BuildOptions {
             artifacts: self.artifacts.clone(),
-            input: Vec::new(),
-            out: None,
-            format: crate::dataset::FormatArg::Auto,
-            min_score: None,
-            near_threshold: None,
-            eval_fraction: None,
-            seed: None,
+            base_dir: m.dir().to_path_buf(),
             openai: false,
-            termination_log: PathBuf::new(),
-        })
-        .map_err(|e| failed(&m.key, e))?;
-        // The operator reads the same result from the Job's termination message; go through JSON as it does.
-        let stats: DatasetStats = serde_json::to_value(&result.stats)
-            .and_then(serde_json::from_value)
-            .map_err(|e| failed(&m.key, format!("dataset result: {e}")))?;
-        let mut status = DatasetStatus {
-            artifact: Some(ArtifactRef {
-                uri: result.artifact.uri.clone(),
-                digest: result.artifact.digest.clone(),
-            }),
-            ..Default::default()
         };
+        let result = match run_step("dataset", Path::new(""), || {
+            crate::dataset::build(&resource, &options).map(|r| r.result())
+        }) {
+            Ok(r) => r,
+            Err(failed) => return Err(self.record_failure(m, ds, failed)),
+        };
+        let stats = result.stats;
         let message = format!(
             "kept {} of {} examples ({} train, {} eval)",
             stats.kept, stats.input, stats.train, stats.eval
         );
-        status.stats = Some(stats);
-        status.phase = Some("Succeeded".into());
+        let mut status = DatasetStatus {
+            artifact: Some(result.artifact),
+            stats: Some(stats),
+            phase: Some(Phase::Succeeded),
+            ..Default::default()
+        };
         set_health(
             &mut status.conditions,
             Health::Ready,
@@ -210,8 +226,11 @@ impl Pipeline {
             .and_then(|s| s.artifact.clone())
             .ok_or_else(|| failed(&m.key, format!("{ds_key} produced no dataset")))?;
         let mut spec = tr.spec.clone();
-        let mut fp = Fingerprint::new("TrainingRun/1");
-        fp.text(&inputs_digest(&tr.spec, &dataset));
+        // The operator's fingerprint of the run, plus the base model's files: on one machine a model folder
+        // is edited in place more often than a volume's.
+        let produced = fingerprint::produced(&tr.spec, &dataset.digest);
+        let mut fp = Fingerprint::new("TrainingRun/2");
+        fp.text(&produced.to_string());
         if let Some(p) = &tr.spec.base_model.path {
             let abs = self.absolute(m, p)?;
             fp.model_dir(Path::new(&abs))?;
@@ -220,24 +239,48 @@ impl Pipeline {
         let inputs = fp.finish();
         if let Some(stored) = state::read::<TrainingRun>(&self.artifacts, &m.key)
             && !self.args.force
-            && stored.inputs_digest.as_deref() == Some(inputs.as_str())
+            && stored.inputs_digest == Some(inputs)
             && self.outputs_intact(&stored.object)
         {
             self.runs.insert(m.key.clone(), stored.object);
             return Ok(Done::Skipped);
         }
-        let annotations = BTreeMap::from([
-            (DATASET_URI_ANNOTATION.to_string(), dataset.uri.clone()),
-            (DATASET_DIGEST_ANNOTATION.to_string(), dataset.digest.clone()),
+        let worker_annotations = BTreeMap::from([
+            (annotations::DATASET_URI.to_string(), dataset.uri.clone()),
+            (annotations::DATASET_DIGEST.to_string(), dataset.digest.to_string()),
         ]);
-        let doc = spec_document(tr, &spec, &annotations);
-        let spec_path = self.write_spec(&m.key, &doc)?;
-        let trained = train(&spec_path, &self.artifacts, &self.args).map_err(|e| failed(&m.key, e))?;
-        let quantized = crate::gguf::cli::quantize_training_run(&spec_path, &self.artifacts)
-            .map_err(|e| failed(&m.key, format!("quantize: {e}")))?;
+        let (_, run) = self.write_spec::<TrainingRun>(&m.key, &document::render(tr, &spec, &worker_annotations))?;
+        let mut options = crate::train::TrainOptions::local(self.artifacts.clone());
+        options.base_dir = m.dir().to_path_buf();
+        options.device = self.args.device.clone();
+        options.threads = self.args.threads;
+        let trained = match run_step("train", Path::new(""), || crate::train::run::train(&run, &options)) {
+            Ok(t) => t,
+            Err(failed) => return Err(self.record_failure(m, tr, failed)),
+        };
+        let quantized = match run_step("quantize", Path::new(""), || {
+            crate::gguf::cli::quantize_training_run(&run, &self.artifacts)
+        }) {
+            Ok(q) => q,
+            Err(failed) => return Err(self.record_failure(m, tr, failed)),
+        };
+        let evaluation = if run.spec.evaluation.enabled {
+            let options = crate::eval::EvalOptions {
+                artifacts: self.artifacts.clone(),
+                base_dir: m.dir().to_path_buf(),
+                dataset: None,
+                threads: self.args.threads.unwrap_or_else(crate::eval::default_threads),
+            };
+            match run_step("evaluate", Path::new(""), || crate::eval::evaluate(&run, &options)) {
+                Ok(e) => Some(e),
+                Err(failed) => return Err(self.record_failure(m, tr, failed)),
+            }
+        } else {
+            None
+        };
         let mut status = TrainingRunStatus {
             attempt: 1,
-            inputs_digest: Some(inputs_digest(&tr.spec, &dataset)),
+            inputs_digest: Some(produced),
             dataset: Some(dataset),
             final_loss: trained.final_loss,
             eval_loss: trained.eval_loss,
@@ -245,25 +288,55 @@ impl Pipeline {
                 adapter: Some(trained.adapter.clone()),
                 merged: trained.merged.clone(),
                 gguf: quantized.gguf,
+                chat_format: trained.chat_format,
             }),
+            phase: Some(Phase::Succeeded),
             ..Default::default()
         };
-        let message = format!(
+        let mut message = format!(
             "trained {} steps, final loss {}, eval loss {}; {} GGUF file(s)",
             trained.steps,
             fmt_loss(trained.final_loss),
             fmt_loss(trained.eval_loss),
             status.artifacts.as_ref().map_or(0, |a| a.gguf.len())
         );
-        status.phase = Some("Succeeded".into());
-        set_health(
-            &mut status.conditions,
-            Health::Ready,
-            reason::SUCCEEDED,
-            &message,
-            Some(1),
-            &now(),
-        );
+        // The gate decides as in a cluster: a model that failed is recorded, not served.
+        let mut health = (Health::Ready, reason::SUCCEEDED);
+        if let Some(e) = evaluation {
+            let (passed, why) = if e.passed {
+                (true, "the evaluation gate passed".to_string())
+            } else {
+                (false, format!("evaluation gate failed: {}", e.failures.join("; ")))
+            };
+            let gate_reason = if passed {
+                reason::GATE_PASSED
+            } else {
+                reason::GATE_FAILED
+            };
+            set_condition(
+                &mut status.conditions,
+                EVALUATED,
+                passed,
+                gate_reason,
+                &why,
+                Some(1),
+                &now(),
+            );
+            if passed {
+                let a = status.artifacts.as_ref();
+                status.passed = Some(crate::api::training_run::PassedArtifacts {
+                    attempt: 1,
+                    gguf: a.map(|a| a.gguf.clone()).unwrap_or_default(),
+                    chat_format: a.and_then(|a| a.chat_format),
+                });
+            } else {
+                status.phase = Some(Phase::Failed);
+                health = (Health::Stalled, reason::GATE_FAILED);
+                message = why;
+            }
+            status.evaluation = Some(e);
+        }
+        set_health(&mut status.conditions, health.0, health.1, &message, Some(1), &now());
         let mut object = tr.clone();
         object.status = Some(status);
         self.status_files
@@ -283,7 +356,7 @@ impl Pipeline {
             && !a.gguf.is_empty()
             && a.gguf
                 .iter()
-                .all(|g| state::sha256_file(&self.artifacts.join(&g.uri)).is_ok_and(|d| d == g.digest))
+                .all(|g| crate::artifact::verify_file(&self.artifacts.join(&g.uri), &g.digest).is_ok())
     }
 
     fn model_serving(&mut self, m: &Manifest, ms: &ModelServing) -> Result<Done, StepError> {
@@ -293,8 +366,9 @@ impl Pipeline {
             name: r.name.clone(),
         });
         let run = run_key.as_ref().and_then(|k| self.runs.get(k));
-        let mut model =
-            crate::controller::model_serving::reconcile::wanted_model(ms, run).map_err(|e| failed(&m.key, e))?;
+        // The decisions the ModelServing controller makes.
+        let mut model = ms.spec.model.resolve(run).map_err(|e| failed(&m.key, e))?;
+        crate::api::model_serving::template_fits(&ms.spec, model.chat_format).map_err(|e| failed(&m.key, e))?;
         // `uri` is relative to the artifact folder for a TrainingRun's output, relative to the manifest (or
         // the artifact folder) for a `gguf` path.
         let path = match &ms.spec.model.gguf {
@@ -307,17 +381,17 @@ impl Pipeline {
             training_run_ref: None,
             gguf: Some(GgufFile {
                 path,
-                sha256: model.digest.trim_start_matches("sha256:").to_string(),
+                sha256: model.digest.to_string(),
             }),
+            require_evaluation: ms.spec.model.require_evaluation,
         };
-        let doc = spec_document(ms, &spec, &BTreeMap::new());
-        let spec_path = self.write_spec(&m.key, &doc)?;
+        let (spec_path, _) = self.write_spec::<ModelServing>(&m.key, &document::render(ms, &spec, &BTreeMap::new()))?;
         let port_offset = self.servings.len() as u16;
         let mut addr = self.args.addr;
         addr.set_port(addr.port().saturating_add(port_offset));
         let inputs = Fingerprint::new("ModelServing/1")
             .json(&ms.spec)
-            .text(&model.digest)
+            .text(&model.digest.to_string())
             .finish();
         self.servings.push(Serving {
             key: m.key.clone(),
@@ -348,11 +422,11 @@ impl Pipeline {
             ..Default::default()
         };
         let (phase, health, why) = if ready {
-            ("Ready", Health::Ready, reason::MODEL_SERVED)
+            (Phase::Serving, Health::Ready, reason::MODEL_SERVED)
         } else {
-            ("Pending", Health::Reconciling, reason::ROLLING_OUT)
+            (Phase::Pending, Health::Reconciling, reason::ROLLING_OUT)
         };
-        status.phase = Some(phase.into());
+        status.phase = Some(phase);
         set_health(&mut status.conditions, health, why, message, Some(1), &now());
         let mut object = s.object.clone();
         object.status = Some(status);
@@ -364,21 +438,13 @@ impl Pipeline {
     pub fn serve_until_stopped(&mut self) -> Result<(), StepError> {
         let mut threads = Vec::new();
         for s in &self.servings {
-            let args = crate::serve::ServeArgs {
-                models: Vec::new(),
-                config: None,
-                spec: Some(s.spec_path.clone()),
-                artifacts: self.artifacts.clone(),
-                addr: s.addr,
-                parallel: 4,
-                max_queue: 512,
-                // The spec's modelfile.parameters.num_ctx sizes the context, as in a cluster.
-                num_ctx: None,
-                threads: self.args.threads,
-                batch: 512,
-                timeout_secs: 600,
-                flash_attention: Default::default(),
-            };
+            // Every other setting as `fireweave-ai serve` defaults it; the spec's num_ctx sizes the context.
+            let args = crate::serve::ServeArgs::for_spec(
+                s.spec_path.clone(),
+                self.artifacts.clone(),
+                s.addr,
+                self.args.threads,
+            );
             let key = s.key.clone();
             threads.push((key, std::thread::spawn(move || crate::serve::run(args))));
         }
@@ -403,7 +469,7 @@ impl Pipeline {
             let model_name = &s.object.spec.model_name;
             let object = Self::serving_status(s, true, &format!("serving {model_name} at http://{}", s.addr));
             state::write(&self.artifacts, key, &object, &s.inputs)?;
-            super::view::serving_help(s);
+            super::view::serving_help(s, self.began.elapsed());
         }
         for (key, thread) in threads {
             match thread.join() {
@@ -416,26 +482,50 @@ impl Pipeline {
     }
 }
 
+/// When the run began: now, or when `scripts/quickstart.sh` started (`FIREWEAVE_STARTED_AT`, Unix seconds), so
+/// the clock a newcomer reads counts provisioning and the build too.
+fn began() -> Instant {
+    let now = Instant::now();
+    let since = std::env::var("FIREWEAVE_STARTED_AT")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .and_then(|t| {
+            let unix = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()?;
+            unix.checked_sub(Duration::from_secs(t))
+        });
+    since.and_then(|d| now.checked_sub(d)).unwrap_or(now)
+}
+
+/// What a resource's step does, for its phase line.
+fn phase_name(r: &Resource) -> &'static str {
+    match r {
+        Resource::Dataset(_) => "dataset: load, validate, score, deduplicate, split",
+        Resource::TrainingRun(_) => "train, then quantize (the trainer logs each step with its ETA)",
+        Resource::ModelServing(_) => "serve: resolve the GGUF (the server starts once every step is done)",
+    }
+}
+
+/// `mm:ss` (or `h:mm:ss`) since the run began.
+pub fn clock(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 {
+        format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    } else {
+        format!("{:02}:{:02}", s / 60, s % 60)
+    }
+}
+
 fn fmt_loss(loss: Option<f64>) -> String {
     loss.map_or_else(|| "n/a".into(), |l| format!("{l:.4}"))
 }
 
-/// The train worker, in-process, on the spec.json just written. Its result is the termination message the
-/// operator would read.
-fn train(spec: &Path, artifacts: &Path, args: &RunArgs) -> Result<TrainResult, String> {
-    let train_args = crate::train::TrainArgs {
-        spec: spec.to_path_buf(),
-        artifacts: artifacts.to_path_buf(),
-        dataset: None,
-        device: args.device.clone(),
-        threads: args.threads,
-        // Port 0: the OS picks a free one, so a local run never collides with anything on 9090.
-        metrics_addr: "127.0.0.1:0".into(),
-        no_progress: false,
-        // Not /dev/termination-log: the status file is where a local run reports.
-        termination_log: PathBuf::new(),
-    };
-    crate::train::run::run(&train_args).map_err(|e| e.to_string())
+fn failed_step(key: &Key, failed: &StepFailed) -> StepError {
+    StepError::Failed {
+        key: key.to_string(),
+        message: failed.to_string(),
+    }
 }
 
 /// `GET path` on a local server: the status code, or `None` when nothing answers yet.

@@ -26,11 +26,6 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
-fn short(digest: &str) -> &str {
-    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-    &hex[..hex.len().min(12)]
-}
-
 /// The table as text (no I/O, so it can be checked).
 pub fn render_summary(p: &Pipeline) -> String {
     let mut s = String::new();
@@ -57,6 +52,13 @@ pub fn render_summary(p: &Pipeline) -> String {
             took.as_secs_f64()
         );
     }
+    let _ = writeln!(
+        s,
+        "  {:<width$}  {:<10} {:>7.1}s",
+        "total",
+        "",
+        p.began.elapsed().as_secs_f64()
+    );
     for (key, ds) in &p.datasets {
         let Some(st) = ds.status.as_ref().and_then(|s| s.stats.as_ref()) else {
             continue;
@@ -95,10 +97,16 @@ pub fn render_summary(p: &Pipeline) -> String {
                     "    {:<7} {:>10}  sha256:{}…  {}",
                     g.quantization.as_str(),
                     human_bytes(g.size_bytes),
-                    short(&g.digest),
+                    g.digest.short(),
                     g.uri
                 );
             }
+        }
+    }
+    for (key, tr) in &p.runs {
+        if let Some(e) = tr.status.as_ref().and_then(|s| s.evaluation.as_ref()) {
+            s.push_str(&format!("\n  {key}: evaluation\n"));
+            s.push_str(&evaluation_table(e));
         }
     }
     for sv in &p.servings {
@@ -112,12 +120,57 @@ pub fn render_summary(p: &Pipeline) -> String {
 }
 
 /// Printed once a server answers: ready-to-paste examples.
-pub fn serving_help(s: &Serving) {
+pub fn serving_help(s: &Serving, since_start: std::time::Duration) {
     let name = &s.object.spec.model_name;
     let addr = s.addr;
+    let at = super::steps::clock(since_start);
     println!(
-        "\n{name} is ready on http://{addr} (Ollama API; Ctrl-C stops it).\n\n\
+        "\n{name} is ready on http://{addr} after {at} (Ollama API; Ctrl-C stops it).\n\n\
          curl http://{addr}/api/chat -d '{{\"model\": \"{name}\", \"stream\": false, \"messages\": [{{\"role\": \"user\", \"content\": \"How do I check if traffic from 10.0.0.5 to 10.1.0.10 on port 443 is allowed in FireWeave?\"}}]}}'\n\n\
          python3 -c 'import ollama; print(ollama.Client(host=\"http://{addr}\").chat(model=\"{name}\", messages=[{{\"role\": \"user\", \"content\": \"What does a shadowed firewall rule mean?\"}}])[\"message\"][\"content\"])'\n"
     );
+}
+
+/// The evaluation as a table: loss, perplexity, tool calls and the template check per model, then the verdict.
+pub fn evaluation_table(e: &crate::api::evaluation::EvaluationStatus) -> String {
+    use crate::api::evaluation::ModelFigures;
+    let num = |v: Option<f64>, digits: usize| v.map_or_else(|| "-".to_string(), |v| format!("{v:.digits$}"));
+    let share = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{:.0}%", v * 100.0));
+    let mut out = format!(
+        "    {:<9} {:>8} {:>9} {:>9} {:>10} {:>7} {:>9}\n",
+        "model", "loss", "vs base", "ppl", "tool calls", "parsed", "template"
+    );
+    let base = e.base.loss;
+    let mut row = |name: &str, f: &ModelFigures, template: &str| {
+        let delta = f.loss.zip(base).map(|(l, b)| format!("{:+.4}", l - b));
+        out.push_str(&format!(
+            "    {name:<9} {:>8} {:>9} {:>9} {:>10} {:>7} {template:>9}\n",
+            num(f.loss, 4),
+            delta.unwrap_or_else(|| "-".into()),
+            num(f.perplexity, 2),
+            share(f.tool_call_accuracy),
+            share(f.tool_call_parse_rate),
+        ));
+    };
+    row("base", &e.base, "-");
+    row("adapter", &e.adapter, "-");
+    for g in &e.gguf {
+        row(
+            g.quantization.as_str(),
+            &g.figures,
+            if g.template_match { "identical" } else { "DIFFERS" },
+        );
+    }
+    out.push_str(&format!(
+        "    {} eval conversations, {} reference tool calls, {:.1} s; gate: {}\n",
+        e.examples,
+        e.tool_call_examples,
+        e.duration_seconds,
+        if e.passed {
+            "passed".to_string()
+        } else {
+            format!("FAILED — {}", e.failures.join("; "))
+        }
+    ));
+    out
 }

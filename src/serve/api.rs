@@ -188,6 +188,18 @@ impl OpenAiChatRequest {
     }
 }
 
+/// Reads a request body as `T`. A problem names the field it is in (`messages[0].content: invalid type: ...`), so
+/// a client learns which part of its request to fix; the handlers answer it with 400.
+pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    if body.is_empty() {
+        return Err("missing request body".into());
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| e.to_string())?;
+    de.end().map_err(|e| e.to_string())?;
+    Ok(value)
+}
+
 /// Validates request messages into chat messages: roles lower-cased, arguments as objects.
 pub fn to_messages(messages: &[ApiMessage]) -> Result<Vec<Message>, String> {
     messages

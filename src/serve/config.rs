@@ -3,11 +3,11 @@
 //! hashing happen in `load` and `verify_sha256`.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
+
+use crate::contract::Digest;
 
 use super::options::Options;
 
@@ -29,12 +29,10 @@ pub enum ConfigError {
         #[source]
         source: serde_yaml::Error,
     },
-    #[error("{path}: sha256 mismatch: expected {expected}, file has {actual}")]
-    DigestMismatch {
-        path: PathBuf,
-        expected: String,
-        actual: String,
-    },
+    #[error(transparent)]
+    Verify(#[from] crate::artifact::VerifyError),
+    #[error(transparent)]
+    Document(#[from] crate::contract::DocumentError),
     #[error("model {name:?} is defined twice")]
     Duplicate { name: String },
     #[error("no model to serve: give --model NAME=PATH.gguf, --config or --spec")]
@@ -49,8 +47,9 @@ pub enum ConfigError {
 pub struct ModelConfig {
     pub name: String,
     pub path: PathBuf,
+    /// Checked before the file is loaded; `sha256:<hex>` or bare hex.
     #[serde(default)]
-    pub sha256: Option<String>,
+    pub sha256: Option<Digest>,
     /// Replaces any system message the client did not send itself.
     #[serde(default)]
     pub system: Option<String>,
@@ -78,15 +77,14 @@ pub fn parse_model_arg(arg: &str) -> Result<ModelConfig, ConfigError> {
         return Err(bad());
     }
     let (path, sha256) = match rest.rsplit_once('@') {
-        Some((p, d)) if !p.is_empty() && d.chars().all(|c| c.is_ascii_hexdigit()) => {
-            let d = d.strip_prefix("sha256:").unwrap_or(d);
-            if d.len() != 64 {
-                return Err(ConfigError::BadDigest {
-                    arg: arg.to_string(),
-                    digest: d.to_string(),
-                });
-            }
-            (p, Some(d.to_ascii_lowercase()))
+        Some((p, d))
+            if !p.is_empty() && (d.starts_with(Digest::PREFIX) || d.chars().all(|c| c.is_ascii_hexdigit())) =>
+        {
+            let digest = Digest::parse(d).map_err(|_| ConfigError::BadDigest {
+                arg: arg.to_string(),
+                digest: d.to_string(),
+            })?;
+            (p, Some(digest))
         }
         _ => (rest, None),
     };
@@ -116,27 +114,29 @@ pub fn load_config_file(path: &Path) -> Result<Vec<ModelConfig>, ConfigError> {
             if m.path.is_relative() {
                 m.path = base.join(&m.path);
             }
-            m.sha256 = m.sha256.map(|d| d.trim_start_matches("sha256:").to_ascii_lowercase());
             m
         })
         .collect())
 }
 
 /// Reads a ModelServing CR (YAML or JSON, the operator's spec.json) with a `model.gguf` source, through the
-/// CRD's own type so its defaults (the FireWeave system prompt, the seed's sampling parameters) apply exactly
-/// as they do in a cluster. Relative paths resolve against `artifacts`.
+/// contract's loader so the CRD's defaults (the FireWeave system prompt, the seed's sampling parameters) and
+/// rules apply exactly as they do in a cluster. Relative paths resolve against `artifacts`.
 pub fn load_spec(path: &Path, artifacts: &Path) -> Result<ModelConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let cr: crate::api::ModelServing = crate::contract::document::load(path)?;
+    model_config(cr.spec, path, artifacts)
+}
+
+/// The served model a ModelServing spec (with its GGUF resolved) describes.
+pub fn model_config(
+    spec: crate::api::ModelServingSpec,
+    path: &Path,
+    artifacts: &Path,
+) -> Result<ModelConfig, ConfigError> {
     let spec_err = |what: String| ConfigError::Spec {
         path: path.to_path_buf(),
         what,
     };
-    let cr: crate::api::ModelServing =
-        serde_yaml::from_str(&text).map_err(|e| spec_err(format!("not a ModelServing resource: {e}")))?;
-    let spec = cr.spec;
     let gguf = spec.model.gguf.ok_or_else(|| {
         spec_err(
             "spec.model.gguf is required for the built-in server (the operator resolves trainingRunRef into it)".into(),
@@ -146,21 +146,35 @@ pub fn load_spec(path: &Path, artifacts: &Path) -> Result<ModelConfig, ConfigErr
     if model_path.is_relative() {
         model_path = artifacts.join(model_path);
     }
-    if spec.modelfile.template.is_some() {
-        // The Modelfile template is Ollama's Go template language; llama.cpp needs the model's Jinja one.
-        tracing::warn!(
-            "spec.modelfile.template is an Ollama template and applies to engine ollama only; the built-in server renders the GGUF's own chat template"
-        );
-    }
+    // `spec.modelfile.template` is Ollama's Go template language (it goes into the Modelfile for engine
+    // ollama). The built-in server renders Jinja, so it honours a template of one of our chat formats by that
+    // format's Jinja twin — the two are proven to render the same tokens — and refuses any other one rather
+    // than serve a prompt format nobody checked.
+    let template = match &spec.modelfile.template {
+        None => None,
+        Some(go) => {
+            let format = crate::chat::ChatFormat::ALL
+                .into_iter()
+                .find(|f| f.ollama_template() == go.as_str())
+                .ok_or_else(|| {
+                    spec_err(
+                        "spec.modelfile.template: engine builtin renders a template only when it is one of                          fireweave-ai's chat formats (the Modelfile templates of llama3 or chatml); unset it to                          use the GGUF's own template, or use engine ollama for a template of your own"
+                            .into(),
+                    )
+                })?;
+            Some(format.jinja().to_string())
+        }
+    };
     let parameters = serde_json::to_value(&spec.modelfile.parameters)
         .and_then(serde_json::from_value)
         .map_err(|e| spec_err(format!("spec.modelfile.parameters: {e}")))?;
+    let sha256 = Digest::parse(&gguf.sha256).map_err(|e| spec_err(format!("spec.model.gguf.sha256: {e}")))?;
     Ok(ModelConfig {
         name: spec.model_name,
         path: model_path,
-        sha256: Some(gguf.sha256.trim_start_matches("sha256:").to_ascii_lowercase()),
+        sha256: Some(sha256),
         system: Some(spec.modelfile.system),
-        template: None,
+        template,
         parameters,
     })
 }
@@ -193,37 +207,13 @@ pub fn merge_models(from_file: Vec<ModelConfig>, from_cli: Vec<ModelConfig>) -> 
     Ok(by_name.into_values().collect())
 }
 
-/// Hashes a file in 1 MiB reads (GGUFs are gigabytes; never read them whole).
-pub fn sha256_file(path: &Path) -> Result<String, ConfigError> {
-    let io = |source| ConfigError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut file = std::fs::File::open(path).map_err(io)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).map_err(io)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
-}
-
 /// Checks the digest before a byte of the model is handed to llama.cpp; returns the actual digest, which
 /// `/api/tags` reports either way.
-pub fn verify_sha256(path: &Path, expected: Option<&str>) -> Result<String, ConfigError> {
-    let actual = sha256_file(path)?;
-    match expected {
-        Some(e) if !e.eq_ignore_ascii_case(&actual) => Err(ConfigError::DigestMismatch {
-            path: path.to_path_buf(),
-            expected: e.to_string(),
-            actual,
-        }),
-        _ => Ok(actual),
-    }
+pub fn verify_sha256(path: &Path, expected: Option<&Digest>) -> Result<Digest, ConfigError> {
+    Ok(match expected {
+        Some(e) => crate::artifact::verify_file(path, e)?,
+        None => crate::artifact::file_digest(path).map_err(crate::artifact::VerifyError::from)?,
+    })
 }
 
 #[cfg(test)]
@@ -238,7 +228,13 @@ mod tests {
         assert_eq!(m.sha256, None);
         let d = "A".repeat(64);
         let m = parse_model_arg(&format!("x=/m.gguf@{d}")).unwrap();
-        assert_eq!(m.sha256.as_deref(), Some("a".repeat(64).as_str()));
+        assert_eq!(m.sha256, Some(Digest::parse(&"a".repeat(64)).unwrap()));
+        let m = parse_model_arg(&format!("x=/m.gguf@sha256:{}", "b".repeat(64))).unwrap();
+        assert_eq!(m.sha256.unwrap().hex(), "b".repeat(64));
+        assert!(matches!(
+            parse_model_arg("x=/m.gguf@sha256:abc"),
+            Err(ConfigError::BadDigest { .. })
+        ));
         assert!(matches!(
             parse_model_arg("x=/m.gguf@abc"),
             Err(ConfigError::BadDigest { .. })
@@ -279,11 +275,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.gguf");
         std::fs::write(&path, b"abc").unwrap();
-        let good = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
-        assert_eq!(verify_sha256(&path, Some(good)).unwrap(), good);
+        let good = Digest::parse("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad").unwrap();
+        assert_eq!(verify_sha256(&path, Some(&good)).unwrap(), good);
+        assert_eq!(verify_sha256(&path, None).unwrap(), good);
         assert!(matches!(
-            verify_sha256(&path, Some(&"0".repeat(64))),
-            Err(ConfigError::DigestMismatch { .. })
+            verify_sha256(&path, Some(&Digest::of(b"abd"))),
+            Err(ConfigError::Verify(crate::artifact::VerifyError::Mismatch { .. }))
         ));
     }
 
@@ -293,14 +290,14 @@ mod tests {
         let path = dir.path().join("cr.yaml");
         std::fs::write(
             &path,
-            "apiVersion: ai.fireweave.io/v1alpha1\nkind: ModelServing\nmetadata: {name: m}\nspec:\n  model:\n    gguf: {path: runs/x.gguf, sha256: 'sha256:ABC'}\n  modelfile:\n    system: sys\n    parameters: {temperature: 0.5, top_k: 40}\n",
+            "apiVersion: ai.fireweave.io/v1alpha1\nkind: ModelServing\nmetadata: {name: m}\nspec:\n  model:\n    gguf: {path: runs/x.gguf, sha256: 'sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad'}\n  modelfile:\n    system: sys\n    parameters: {temperature: 0.5, top_k: 40}\n",
         )
         .unwrap();
         let m = load_spec(&path, Path::new("/artifacts")).unwrap();
         assert_eq!(m.name, "network-security-expert");
         assert_eq!(m.path, PathBuf::from("/artifacts/runs/x.gguf"));
         assert_eq!(m.system.as_deref(), Some("sys"));
-        assert_eq!(m.sha256.as_deref(), Some("abc"));
+        assert_eq!(m.sha256.unwrap().short(), "ba7816bf8f01");
         assert_eq!(m.parameters.top_k, Some(40));
         assert_eq!(m.parameters.temperature, Some(0.5));
         // Unset parameters take the CRD's defaults (the seed's Modelfile), as in a cluster.

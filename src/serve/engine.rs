@@ -235,9 +235,7 @@ pub fn run(
                 Err(TryRecvError::Disconnected) => disconnected = true,
             }
         }
-        let active = slots.iter().filter(|s| s.is_some()).count();
-        state.active.store(active, Ordering::SeqCst);
-        metrics.active_slots.set(active as i64);
+        let active = publish_active(&slots, &state, &metrics);
         if active == 0 {
             if disconnected {
                 return Ok(());
@@ -245,7 +243,18 @@ pub fn run(
             continue;
         }
         step(model, &mut ctx, &mut batch, &mut slots, params, &metrics);
+        // Again after the step: a request that just finished frees its slot now, and the loop may next block
+        // in `recv` for a long idle time — the gauge must not keep saying a slot is busy meanwhile.
+        publish_active(&slots, &state, &metrics);
     }
+}
+
+/// Counts the busy slots into the scheduler state and the `active_slots` gauge.
+fn publish_active(slots: &[Option<Slot>], state: &EngineState, metrics: &Metrics) -> usize {
+    let active = slots.iter().filter(|s| s.is_some()).count();
+    state.active.store(active, Ordering::SeqCst);
+    metrics.active_slots.set(active as i64);
+    active
 }
 
 fn warm_up(model: &LlamaModel, ctx: &mut LlamaContext) -> Result<(), String> {

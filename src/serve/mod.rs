@@ -2,11 +2,11 @@
 //! Prometheus `/metrics`, a `/readyz` that means "the model answered", a bounded queue that says 503 when
 //! full, and several requests decoded together in one llama.cpp batch.
 
-mod api;
+pub mod api;
 pub mod config;
 mod engine;
 mod metrics;
-mod model;
+pub(crate) mod model;
 pub mod options;
 mod routes;
 pub mod text;
@@ -78,6 +78,22 @@ pub struct ServeArgs {
     /// llama.cpp flash attention: auto, on or off.
     #[arg(long, value_enum, default_value_t = FlashAttention::Auto)]
     pub flash_attention: FlashAttention,
+}
+
+impl ServeArgs {
+    /// The server for one ModelServing document, every other setting at the command line's defaults (clap
+    /// holds them, so they are stated once).
+    pub fn for_spec(spec: PathBuf, artifacts: PathBuf, addr: SocketAddr, threads: Option<i32>) -> Self {
+        use clap::{Args as _, FromArgMatches as _};
+        let command = ServeArgs::augment_args(clap::Command::new("serve").no_binary_name(true));
+        let matches = command.get_matches_from(Vec::<String>::new());
+        let mut args = ServeArgs::from_arg_matches(&matches).expect("every serve flag has a default");
+        args.spec = Some(spec);
+        args.artifacts = artifacts;
+        args.addr = addr;
+        args.threads = threads;
+        args
+    }
 }
 
 /// Loads every model, serves until SIGINT/SIGTERM, then lets in-flight requests finish before returning.

@@ -70,7 +70,7 @@ impl ServedModel {
 
 static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
 
-fn backend() -> Result<&'static LlamaBackend, LoadError> {
+pub(crate) fn backend() -> Result<&'static LlamaBackend, LoadError> {
     BACKEND
         .get_or_init(|| {
             let mut b = LlamaBackend::init().map_err(|e| e.to_string())?;
@@ -125,7 +125,8 @@ pub fn load(
     max_queue: usize,
     metrics: Metrics,
 ) -> Result<(Arc<ServedModel>, JoinHandle<()>), LoadError> {
-    let digest = verify_sha256(&config.path, config.sha256.as_deref())?;
+    // /api/tags reports the bare hex, as Ollama does.
+    let digest = verify_sha256(&config.path, config.sha256.as_ref())?.hex();
     let meta = std::fs::metadata(&config.path).map_err(|source| ConfigError::Io {
         path: config.path.clone(),
         source,

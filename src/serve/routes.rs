@@ -115,10 +115,7 @@ async fn count_requests(State(state): State<AppState>, req: Request, next: Next)
 
 /// Parses a JSON body ourselves so a bad body is a 400 with Ollama's error shape, not axum's plain text.
 fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    if body.is_empty() {
-        return Err(ApiError::bad_request("missing request body"));
-    }
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(e.to_string()))
+    super::api::parse_body(body).map_err(ApiError::bad_request)
 }
 
 fn find(state: &AppState, name: &str) -> Result<Arc<ServedModel>, ApiError> {
@@ -292,7 +289,7 @@ struct Prepared {
     logit_bias: Vec<(i32, f32)>,
 }
 
-fn render_chat(m: &ServedModel, mut messages: Vec<Message>, tools: &[Value]) -> Result<String, ApiError> {
+fn render_chat(m: &ServedModel, messages: Vec<Message>, tools: &[Value]) -> Result<String, ApiError> {
     let Some(template) = &m.template else {
         return Err(ApiError::bad_request(format!(
             "model \"{}\" has no chat template; use /api/generate with raw=true",
@@ -305,13 +302,7 @@ fn render_chat(m: &ServedModel, mut messages: Vec<Message>, tools: &[Value]) -> 
             m.config.name
         )));
     }
-    if let Some(system) = &m.config.system
-        && messages.first().is_none_or(|x| x.role != crate::chat::Role::System)
-    {
-        messages.insert(0, Message::system(system.clone()));
-    }
-    template
-        .render(&messages, tools, true)
+    crate::chat::server_prompt(template, m.config.system.as_deref(), &messages, tools)
         .map_err(|e| ApiError::bad_request(format!("rendering the chat template: {e}")))
 }
 

@@ -106,21 +106,36 @@ impl StopFilter {
 /// buffers instead of streaming it as text.
 pub fn may_be_tool_call(text: &str) -> bool {
     let t = text.trim_start();
-    t.is_empty() || t.starts_with('{') || t.starts_with("<|python_tag|>") || "<|python_tag|>".starts_with(t)
+    t.is_empty()
+        || t.starts_with('{')
+        || [PYTHON_TAG, CALL_OPEN]
+            .iter()
+            .any(|tag| t.starts_with(tag) || tag.starts_with(t))
 }
 
-/// Parses Llama 3.1 JSON tool calls: the whole output is one or more `{"name": ..., "parameters": {...}}`
-/// objects (also accepting `arguments`, an optional `<|python_tag|>` prefix, and `;` or newlines between
-/// calls). Returns `None` when the text is anything else, so ordinary answers are never mistaken for calls.
+/// Llama 3.1's marker before a call it makes in its own ipython format.
+const PYTHON_TAG: &str = "<|python_tag|>";
+/// ChatML tool calling (Hermes, Qwen2.5 and our chatml template) wraps each call in these tags.
+const CALL_OPEN: &str = "<tool_call>";
+const CALL_CLOSE: &str = "</tool_call>";
+
+/// Parses JSON tool calls: the whole output is one or more `{"name": ..., "parameters": {...}}` objects (also
+/// accepting `arguments`), each bare (Llama 3.1, optionally after `<|python_tag|>`) or inside
+/// `<tool_call>`…`</tool_call>` (ChatML), with `;` or whitespace between calls. Returns `None` when the text is
+/// anything else, so ordinary answers are never mistaken for calls.
 pub fn parse_tool_calls(text: &str, known: &[String]) -> Option<Vec<ToolCall>> {
     let t = text.trim();
-    let t = t.strip_prefix("<|python_tag|>").unwrap_or(t).trim();
-    if !t.starts_with('{') {
+    let t = t.strip_prefix(PYTHON_TAG).unwrap_or(t).trim();
+    if !t.starts_with('{') && !t.starts_with(CALL_OPEN) {
         return None;
     }
     let mut calls = Vec::new();
     let mut rest = t;
     while !rest.is_empty() {
+        let tagged = rest.strip_prefix(CALL_OPEN);
+        if let Some(inner) = tagged {
+            rest = inner.trim_start();
+        }
         let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<serde_json::Value>();
         let value = stream.next()?.ok()?;
         let obj = value.as_object()?;
@@ -136,7 +151,11 @@ pub fn parse_tool_calls(text: &str, known: &[String]) -> Option<Vec<ToolCall>> {
             Some(_) => return None,
         };
         calls.push(ToolCall { name, arguments });
-        rest = rest[stream.byte_offset()..].trim_start_matches([';', ' ', '\n', '\r', '\t']);
+        rest = rest[stream.byte_offset()..].trim_start();
+        if tagged.is_some() {
+            rest = rest.strip_prefix(CALL_CLOSE)?;
+        }
+        rest = rest.trim_start_matches([';', ' ', '\n', '\r', '\t']);
     }
     (!calls.is_empty()).then_some(calls)
 }
@@ -213,6 +232,18 @@ mod tests {
             None
         );
         assert_eq!(parse_tool_calls(r#"{"a": 1}"#, &[]), None);
+        let calls = parse_tool_calls(
+            "<tool_call>\n{\"name\": \"check_traffic_flow\", \"arguments\": {\"port\": 443}}\n</tool_call>\n<tool_call>{\"name\": \"check_traffic_flow\", \"arguments\": {}}</tool_call>",
+            &known,
+        )
+        .unwrap();
+        assert_eq!(calls.len(), 2);
+        assert_eq!(calls[0].arguments, serde_json::json!({"port": 443}));
+        assert_eq!(
+            parse_tool_calls("<tool_call>{\"name\": \"check_traffic_flow\"}", &known),
+            None
+        );
+        assert!(may_be_tool_call("<tool_"));
         assert!(may_be_tool_call("  {\"na"));
         assert!(may_be_tool_call("<|pyth"));
         assert!(!may_be_tool_call("Hello"));

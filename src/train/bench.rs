@@ -17,7 +17,7 @@ use super::data::{self, Conversation, Encoder, Example};
 use super::lora::LoraStore;
 use super::model::Llama;
 use super::optim::AdamW;
-use super::run::{TrainError, compute_kind, parse_device, tensors};
+use super::run::{TrainError, compute_kind, tensors, usable_device};
 use crate::api::training_run::LoraSpec;
 use crate::chat::{ChatTemplate, Message};
 use crate::hf::Checkpoint;
@@ -206,6 +206,7 @@ fn batches(args: &BenchArgs, dir: &Path, model: &Llama) -> Result<Vec<Vec<Exampl
                 template: &template,
                 tokenizer: &tokenizer,
                 max_len: args.seq,
+                system: "",
             };
             let (examples, _) = enc.encode_all(&chat_conversations())?;
             let lengths: Vec<usize> = examples.iter().map(|e| e.ids.len()).collect();
@@ -224,7 +225,7 @@ fn batches(args: &BenchArgs, dir: &Path, model: &Llama) -> Result<Vec<Vec<Exampl
 pub fn run(args: &BenchArgs) -> Result<(), TrainError> {
     tch::set_num_threads(args.threads);
     tch::manual_seed(0);
-    let device = parse_device(&args.device)?;
+    let device = usable_device(&args.device)?;
     let kind = match args.dtype {
         Some(BenchDtype::F32) => Kind::Float,
         Some(BenchDtype::Bf16) => Kind::BFloat16,

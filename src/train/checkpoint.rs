@@ -2,9 +2,9 @@
 //! either the previous checkpoint or a complete new one. `state.json` is written last and records the
 //! sha256 of the tensor files; a checkpoint is valid only when those digests match.
 
-use super::artifact::{self, IoError, io, sha256_file};
 use super::lora::LoraStore;
 use super::optim::AdamW;
+use crate::artifact::{self, IoError, file_digest, io};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -104,9 +104,7 @@ pub fn save(
     state.adam_t = opt.t;
     state.files.clear();
     for f in [ADAPTER_FILE, OPTIMIZER_FILE] {
-        state
-            .files
-            .insert(f.to_owned(), hex::encode(sha256_file(&tmp.join(f))?));
+        state.files.insert(f.to_owned(), file_digest(&tmp.join(f))?.hex());
     }
     // state.json last: it vouches for the tensor files by digest.
     let state_path = tmp.join(STATE_FILE);
@@ -157,7 +155,7 @@ pub fn verify(dir: &Path) -> Result<TrainState, CheckpointIoError> {
             path: path.clone(),
             message: format!("no digest recorded for {f}"),
         })?;
-        let got = hex::encode(sha256_file(&dir.join(f))?);
+        let got = file_digest(&dir.join(f))?.hex();
         if &got != want {
             return Err(CheckpointIoError::Invalid {
                 path: dir.join(f),

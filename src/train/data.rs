@@ -272,12 +272,30 @@ pub struct Encoder<'a> {
     pub template: &'a ChatTemplate,
     pub tokenizer: &'a tokenizers::Tokenizer,
     pub max_len: usize,
+    /// Given to conversations that have no system turn, as the servers give the Modelfile's system prompt to
+    /// requests without one: the model trains on what it will be served. Empty: none.
+    pub system: &'a str,
+}
+
+/// The conversation as a server would render it: its own system turn, or `system` first when it has none.
+pub fn with_system<'a>(conv: &'a Conversation, system: &str) -> std::borrow::Cow<'a, Conversation> {
+    if system.is_empty() || conv.messages.first().is_some_and(|m| m.role == Role::System) {
+        return std::borrow::Cow::Borrowed(conv);
+    }
+    let mut messages = Vec::with_capacity(conv.messages.len() + 1);
+    messages.push(Message::system(system));
+    messages.extend(conv.messages.iter().cloned());
+    std::borrow::Cow::Owned(Conversation {
+        messages,
+        tools: conv.tools.clone(),
+    })
 }
 
 impl Encoder<'_> {
     /// Renders and tokenizes one conversation (the template already writes BOS, so no special tokens are added).
     pub fn label(&self, conv: &Conversation, index: usize) -> Result<Labeled, DataError> {
-        let (text, spans) = assistant_spans(self.template, conv, index)?;
+        let conv = with_system(conv, self.system);
+        let (text, spans) = assistant_spans(self.template, &conv, index)?;
         let enc = self
             .tokenizer
             .encode(text.as_str(), false)

@@ -1,11 +1,11 @@
 //! Outputs other tools load: a PEFT adapter, and the merged model as a Hugging Face checkpoint.
 
-use super::artifact::{self, io};
 use super::checkpoint::CheckpointIoError;
 use super::lora::LoraStore;
 use super::model::projection_path;
 use super::spec::PROJECTIONS;
 use super::weights;
+use crate::artifact::{self, io};
 use crate::hf::Checkpoint;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
@@ -85,10 +85,17 @@ fn plan_shards(sizes: &[usize], limit: usize) -> Vec<std::ops::Range<usize>> {
 }
 
 /// Writes base + scaling·B·A as a Hugging Face checkpoint in the base's dtype: safetensors shards with an
-/// index, plus config and tokenizer files from the base folder. The base comes from the checkpoint (the
+/// index, plus config and tokenizer files from the base folder, with `chat_template` (the template the run
+/// trained with) as its chat template, so every GGUF made from it — and the server that loads one — renders
+/// prompts exactly as training did. The base comes from the checkpoint (the
 /// original weights, also for a run that trained on an NF4 copy); each sum is formed in f32 on the CPU and
 /// shards are written as they fill, so memory stays at one shard beyond the mapped base.
-pub fn save_merged(dest: &Path, base: &Checkpoint, lora: &LoraStore) -> Result<(), CheckpointIoError> {
+pub fn save_merged(
+    dest: &Path,
+    base: &Checkpoint,
+    lora: &LoraStore,
+    chat_template: &str,
+) -> Result<(), CheckpointIoError> {
     let tmp = artifact::staging(dest)?;
     let layers = base.config().num_hidden_layers;
     let names = base.names_in_file_order();
@@ -142,7 +149,29 @@ pub fn save_merged(dest: &Path, base: &Checkpoint, lora: &LoraStore) -> Result<(
             std::fs::copy(&src, tmp.join(f)).map_err(io(&src))?;
         }
     }
+    set_chat_template(&tmp, chat_template)?;
     Ok(artifact::publish(&tmp, dest)?)
+}
+
+/// Makes `template` the folder's chat template. A base whose own template it already is keeps its files as
+/// they are; otherwise it goes into chat_template.jinja and tokenizer_config.json loses its own
+/// `chat_template` (which readers prefer over the file).
+pub fn set_chat_template(dir: &Path, template: &str) -> Result<(), CheckpointIoError> {
+    let own = crate::chat::ChatTemplate::from_model_dir(dir).ok();
+    if own.as_ref().is_some_and(|t| t.source() == template) {
+        return Ok(());
+    }
+    let config_path = dir.join("tokenizer_config.json");
+    if let Ok(bytes) = std::fs::read(&config_path)
+        && let Ok(serde_json::Value::Object(mut config)) = serde_json::from_slice(&bytes)
+        && config.remove("chat_template").is_some()
+    {
+        let text = serde_json::to_vec_pretty(&config).expect("config serializes");
+        std::fs::write(&config_path, text).map_err(io(&config_path))?;
+    }
+    let path = dir.join("chat_template.jinja");
+    std::fs::write(&path, template).map_err(io(&path))?;
+    Ok(())
 }
 
 #[cfg(test)]

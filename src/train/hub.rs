@@ -11,8 +11,8 @@
 //! mirror, or the tests' local server).
 
 use sha1::Sha1;
-use sha2::{Digest, Sha256};
-use std::io::{Read, Write};
+use sha2::Digest;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -269,7 +269,9 @@ impl Hub {
         };
         match &remote.checksum {
             Checksum::Sha256(want) => {
-                let got = hash_file::<Sha256>(&partial, None)?;
+                let got = crate::artifact::file_digest(&partial)
+                    .map_err(|e| io(&partial)(e.source))?
+                    .hex();
                 if &got != want {
                     // A corrupt partial must not be resumed again.
                     let _ = std::fs::remove_file(&partial);
@@ -277,7 +279,7 @@ impl Hub {
                 }
             }
             Checksum::GitBlob(want) => {
-                let got = hash_file::<Sha1>(&partial, Some(format!("blob {len}\0").as_bytes()))?;
+                let got = git_blob_sha1(&partial, len)?;
                 if &got != want {
                     let _ = std::fs::remove_file(&partial);
                     return Err(mismatch("git blob sha1", want, got));
@@ -414,21 +416,12 @@ fn check_status(url: &str, resp: &reqwest::Response) -> Result<(), HubError> {
     })
 }
 
-/// Hex digest of a file, optionally after a prefix (git's blob header).
-fn hash_file<D: Digest>(path: &Path, prefix: Option<&[u8]>) -> Result<String, HubError> {
-    let mut f = std::fs::File::open(path).map_err(io(path))?;
-    let mut h = D::new();
-    if let Some(p) = prefix {
-        h.update(p);
-    }
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(io(path))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
+/// Git's blob id of a file: sha1 over the `blob <len>\0` header and the bytes (the Hub's checksum for
+/// small, non-LFS files; sha256 ones go through `crate::artifact`).
+fn git_blob_sha1(path: &Path, len: u64) -> Result<String, HubError> {
+    let mut h = Sha1::new();
+    h.update(format!("blob {len}\0").as_bytes());
+    crate::artifact::stream_file(path, |bytes| h.update(bytes)).map_err(|e| io(path)(e.source))?;
     Ok(hex::encode(h.finalize()))
 }
 

@@ -1,9 +1,10 @@
 //! Where a run's inputs are: the dataset build to train on and the base model folder.
 
-use super::artifact::{self, digest_matches};
 use super::hub::{self, HubError};
 use super::spec;
 use crate::api::TrainingRun;
+use crate::artifact;
+use crate::contract::{Digest, layout};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -14,12 +15,12 @@ pub enum InputError {
         source_name: &'static str,
         message: String,
     },
-    #[error("dataset {dir} (from {source_name}): digest is sha256:{actual}, expected {expected}")]
+    #[error("dataset {dir} (from {source_name}): digest is {actual}, expected {expected}")]
     DatasetDigest {
         dir: PathBuf,
         source_name: &'static str,
-        expected: String,
-        actual: String,
+        expected: Digest,
+        actual: Digest,
     },
     #[error("spec.baseModel.path {path}: not a model folder (no config.json); looked in {tried}")]
     ModelPath { path: String, tried: String },
@@ -50,11 +51,11 @@ impl DatasetHints {
     }
 }
 
-/// The chosen dataset folder, its digest (bare hex, computed) and where the choice came from.
+/// The chosen dataset folder, its digest (computed) and where the choice came from.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DatasetInput {
     pub dir: PathBuf,
-    pub digest: String,
+    pub digest: Digest,
     pub source: &'static str,
 }
 
@@ -84,10 +85,7 @@ pub fn choose_dataset(
     if let (Some(uri), digest) = spec::dataset_annotation(tr) {
         return Ok((under(artifacts, uri), digest.map(str::to_owned), "spec.json annotation"));
     }
-    let root = artifacts
-        .join("datasets")
-        .join(spec::namespace(tr))
-        .join(&tr.spec.dataset_ref.name);
+    let root = artifacts.join(layout::dataset_builds(&spec::namespace(tr), &tr.spec.dataset_ref.name));
     let newest = std::fs::read_dir(&root)
         .into_iter()
         .flatten()
@@ -121,8 +119,18 @@ pub fn dataset(tr: &TrainingRun, artifacts: &Path, hints: &DatasetHints) -> Resu
         });
     }
     let digest = artifact::folder_digest(&dir)?;
+    let expected = match expected.as_deref().map(Digest::parse).transpose() {
+        Ok(e) => e,
+        Err(e) => {
+            return Err(InputError::Dataset {
+                dir,
+                source_name: source,
+                message: format!("the expected digest: {e}"),
+            });
+        }
+    };
     if let Some(expected) = expected
-        && !digest_matches(&expected, &digest)
+        && expected != digest
     {
         return Err(InputError::DatasetDigest {
             dir,
@@ -144,14 +152,14 @@ pub struct ModelInput {
 
 /// `baseModel.path` relative to the artifact root (or next to the manifest, for local runs), or the Hub
 /// snapshot under `<artifacts>/models/huggingface/`.
-pub fn base_model(tr: &TrainingRun, artifacts: &Path, spec_path: &Path) -> Result<ModelInput, InputError> {
+pub fn base_model(tr: &TrainingRun, artifacts: &Path, base_dir: &Path) -> Result<ModelInput, InputError> {
     let bm = &tr.spec.base_model;
     if let Some(path) = &bm.path {
         let p = Path::new(path);
         let candidates = if p.is_absolute() {
             vec![p.to_owned()]
         } else {
-            vec![artifacts.join(p), spec_path.parent().unwrap_or(Path::new(".")).join(p)]
+            vec![artifacts.join(p), base_dir.join(p)]
         };
         return match candidates.iter().find(|c| c.join("config.json").is_file()) {
             Some(dir) => Ok(ModelInput {
@@ -169,8 +177,13 @@ pub fn base_model(tr: &TrainingRun, artifacts: &Path, spec_path: &Path) -> Resul
             }),
         };
     }
-    let hf = bm.hugging_face.as_ref().expect("validated: path or huggingFace");
-    let dir = hub::download(&hf.repo, &hf.revision, &artifacts.join("models").join("huggingface"))?;
+    let Some(hf) = bm.hugging_face.as_ref() else {
+        return Err(InputError::ModelPath {
+            path: String::new(),
+            tried: "spec.baseModel sets neither path nor huggingFace".into(),
+        });
+    };
+    let dir = hub::download(&hf.repo, &hf.revision, &artifacts.join(layout::hub_cache()))?;
     Ok(ModelInput {
         dir,
         peft_name: hf.repo.clone(),
@@ -189,7 +202,7 @@ mod tests {
         .unwrap()
     }
 
-    fn build(dir: &Path) -> String {
+    fn build(dir: &Path) -> Digest {
         std::fs::create_dir_all(dir).unwrap();
         std::fs::write(dir.join("train.jsonl"), "{}\n").unwrap();
         artifact::folder_digest(dir).unwrap()
@@ -209,16 +222,16 @@ mod tests {
         assert_eq!(dataset(&tr, root.path(), &none).unwrap().dir, a);
         let env = DatasetHints {
             env_uri: Some("datasets/ai/fw/bbb".into()),
-            env_digest: Some(format!("sha256:{db2}")),
+            env_digest: Some(db2.to_string()),
             ..Default::default()
         };
         let got = dataset(&tr, root.path(), &env).unwrap();
         assert_eq!(
-            (got.dir.as_path(), got.digest.as_str(), got.source),
-            (b.as_path(), db2.as_str(), "FIREWEAVE_DATASET_URI")
+            (got.dir.as_path(), got.digest, got.source),
+            (b.as_path(), db2, "FIREWEAVE_DATASET_URI")
         );
         let wrong = DatasetHints {
-            env_digest: Some(format!("sha256:{da}")),
+            env_digest: Some(da.to_string()),
             ..env
         };
         let err = dataset(&tr, root.path(), &wrong).unwrap_err().to_string();

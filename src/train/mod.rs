@@ -6,7 +6,6 @@
 //! merged model (input of `fireweave-ai quantize`) and a report; reports progress on /metrics and the result
 //! in the termination message.
 
-pub mod artifact;
 pub mod bench;
 pub mod checkpoint;
 pub mod data;
@@ -24,25 +23,14 @@ pub mod spec;
 pub mod weights;
 
 pub use bench::BenchArgs;
-pub use run::{TrainArgs, TrainError};
+pub use run::{TrainArgs, TrainError, TrainOptions};
 
-/// Runs the train worker and reports as the operator contract asks: the JSON [`TrainResult`] as the last line
-/// on stdout and in the termination log (when that file exists); on failure the error, in words, there.
-///
-/// [`TrainResult`]: crate::api::training_run::TrainResult
-pub fn main(args: &TrainArgs) -> Result<(), TrainError> {
-    let outcome = run::run(args);
-    let line = match &outcome {
-        Ok(result) => serde_json::to_string(result).expect("result serializes"),
-        Err(e) => format!("train failed: {e}"),
-    };
-    if args.termination_log.exists()
-        && let Err(e) = std::fs::write(&args.termination_log, &line)
-    {
-        tracing::warn!(path = %args.termination_log.display(), error = %e, "could not write the termination log");
-    }
-    if outcome.is_ok() {
-        println!("{line}");
-    }
-    outcome.map(|_| ())
+/// The train step as a Job runs it: load the TrainingRun, train, and end as the contract says (the result, or
+/// the reason it failed — a libtorch error or any panic included — in the termination message).
+pub fn main(args: &TrainArgs) -> Result<(), crate::contract::StepFailed> {
+    crate::contract::run_step("train", &args.termination_log, || {
+        let tr = spec::load(&args.spec)?;
+        run::train(&tr, &args.options())
+    })
+    .map(|_| ())
 }

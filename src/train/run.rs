@@ -8,12 +8,14 @@ use super::lora::LoraStore;
 use super::metrics::TrainMetrics;
 use super::model::{Llama, LossSum};
 use super::optim::{AdamW, learning_rate};
-use super::{artifact, report, spec};
-use crate::api::training_run::{BaseQuantization, TrainResult};
+use super::{report, spec};
+use crate::api::training_run::BaseQuantization;
 use crate::api::{ArtifactRef, TrainingRun};
-use crate::chat::ChatTemplate;
+use crate::artifact;
+use crate::chat::{ChatFormat, ChatTemplate};
+use crate::contract::layout::RunPart;
+use crate::contract::{TrainResult, fingerprint};
 use crate::hf::Checkpoint;
-use sha2::{Digest, Sha256};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,10 +69,20 @@ pub enum TrainError {
     Hf(#[from] crate::hf::CheckpointError),
     #[error(transparent)]
     Template(#[from] crate::chat::TemplateError),
+    #[error(transparent)]
+    Format(#[from] crate::chat::UnknownFormat),
     #[error("{path}: {message}")]
     Tokenizer { path: PathBuf, message: String },
     #[error("--device {0:?}: expected auto, cpu, cuda or cuda:N")]
     Device(String),
+    #[error(
+        "--device {device}: libtorch sees {count} CUDA device(s) here (CUDA kernels {support}); use --device cpu or run on a GPU node"
+    )]
+    NoCudaDevice {
+        device: String,
+        count: i64,
+        support: &'static str,
+    },
     #[error("{dir}: no trainable examples (every conversation lacks assistant tokens after truncation)")]
     NoExamples { dir: PathBuf },
     #[error("{0}")]
@@ -118,6 +130,23 @@ pub fn parse_device(s: &str) -> Result<Device, TrainError> {
     }
 }
 
+/// [`parse_device`], then refused at once when it names a CUDA device this process cannot use (no GPU, or a
+/// libtorch without CUDA kernels): otherwise the first tensor moved there fails deep inside libtorch.
+pub fn usable_device(s: &str) -> Result<Device, TrainError> {
+    let device = parse_device(s)?;
+    if let Device::Cuda(index) = device {
+        let count = tch::Cuda::device_count();
+        if index as i64 >= count {
+            return Err(TrainError::NoCudaDevice {
+                device: s.to_owned(),
+                count,
+                support: crate::doctor::cuda_support(),
+            });
+        }
+    }
+    Ok(device)
+}
+
 /// bf16 halves memory and runs on tensor cores; on the CPU f32 is both faster and exact for tests.
 pub fn compute_kind(device: Device) -> Kind {
     if device.is_cuda() { Kind::BFloat16 } else { Kind::Float }
@@ -140,6 +169,17 @@ pub(super) fn tensors(batch: &[&Example], device: Device) -> (Tensor, Tensor) {
     )
 }
 
+/// The template a run trains with: the tools-capable template of the base model's chat format (read from the
+/// model's own template), with the model's special tokens. The same template goes into the merged checkpoint
+/// and from there into every GGUF, and its Ollama twin into the Modelfile: one format from training to
+/// serving, tool calls included, even for a model whose own template has no tools branch.
+pub fn training_template(model_dir: &Path) -> Result<(ChatFormat, ChatTemplate), TrainError> {
+    let own = ChatTemplate::from_model_dir(model_dir)?;
+    let field = format!("spec.baseModel ({}: its chat template)", model_dir.display());
+    let format = ChatFormat::of_template(own.source(), &field)?;
+    Ok((format, format.template(own.bos_token(), own.eos_token())?))
+}
+
 /// Token-weighted mean loss over a dataset (batched by length, no gradient).
 pub fn eval_loss(model: &Llama, lora: &LoraStore, examples: &[Example], batch: usize) -> Option<f64> {
     let mut order: Vec<&Example> = examples.iter().collect();
@@ -154,20 +194,10 @@ pub fn eval_loss(model: &Llama, lora: &LoraStore, examples: &[Example], batch: u
     (total.tokens > 0).then(|| total.sum / total.tokens as f64)
 }
 
-/// Fingerprint of what is trained: a checkpoint made from other inputs is never resumed.
-fn inputs_fingerprint(tr: &TrainingRun, dataset_digest: &str) -> String {
-    let s = &tr.spec;
-    let doc = serde_json::json!({
-        "baseModel": s.base_model, "lora": s.lora, "baseQuantization": s.base_quantization,
-        "hyperparameters": s.hyperparameters, "dataset": dataset_digest,
-    });
-    hex::encode(Sha256::digest(doc.to_string()))
-}
-
 fn artifact_ref(root: &Path, rel: &Path) -> Result<ArtifactRef, TrainError> {
     Ok(ArtifactRef {
         uri: rel.to_string_lossy().into_owned(),
-        digest: format!("sha256:{}", artifact::folder_digest(&root.join(rel))?),
+        digest: artifact::folder_digest(&root.join(rel))?,
     })
 }
 
@@ -179,26 +209,76 @@ fn log_with(bar: Option<&indicatif::ProgressBar>, f: impl FnOnce()) {
     }
 }
 
-pub fn run(args: &TrainArgs) -> Result<TrainResult, TrainError> {
-    let tr = spec::load(&args.spec)?;
+/// What a training run needs besides its TrainingRun: where things are and how to run.
+#[derive(Clone, Debug)]
+pub struct TrainOptions {
+    /// Artifact root: datasets and cached models are read from it, runs/<namespace>/<name>/ written to it.
+    pub artifacts: PathBuf,
+    /// Relative `baseModel.path`s are also looked for here (the manifest's folder).
+    pub base_dir: PathBuf,
+    /// A dataset folder that overrides the operator's choice (`--dataset`).
+    pub dataset: Option<PathBuf>,
+    /// `auto`, `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    /// libtorch intra-op threads (None: libtorch's choice).
+    pub threads: Option<i32>,
+    /// Address of the Prometheus endpoint; port 0 lets the OS pick one.
+    pub metrics_addr: String,
+    /// A terminal progress bar (when stderr is a terminal).
+    pub progress: bool,
+}
+
+impl TrainOptions {
+    /// A run on this machine: automatic device, metrics on a free local port, a progress bar.
+    pub fn local(artifacts: PathBuf) -> Self {
+        TrainOptions {
+            artifacts,
+            base_dir: PathBuf::from("."),
+            dataset: None,
+            device: "auto".into(),
+            threads: None,
+            metrics_addr: "127.0.0.1:0".into(),
+            progress: true,
+        }
+    }
+}
+
+impl TrainArgs {
+    pub fn options(&self) -> TrainOptions {
+        TrainOptions {
+            artifacts: self.artifacts.clone(),
+            base_dir: self.spec.parent().map(Path::to_path_buf).unwrap_or_default(),
+            dataset: self.dataset.clone(),
+            device: self.device.clone(),
+            threads: self.threads,
+            metrics_addr: self.metrics_addr.clone(),
+            progress: !self.no_progress,
+        }
+    }
+}
+
+/// Trains `tr` (a loaded, checked TrainingRun): the library entry point the train step and
+/// `fireweave-ai run` call.
+pub fn train(tr: &TrainingRun, opts: &TrainOptions) -> Result<TrainResult, TrainError> {
+    let args = opts;
     let hp = &tr.spec.hyperparameters;
-    let run_rel = spec::run_dir(&tr);
+    let run_rel = spec::run_dir(tr);
     let run_dir = args.artifacts.join(&run_rel);
-    let device = parse_device(&args.device)?;
+    let device = usable_device(&args.device)?;
     let kind = compute_kind(device);
     if let Some(t) = args.threads {
         tch::set_num_threads(t);
     }
     let nf4 = tr.spec.base_quantization == BaseQuantization::Nf4;
-    let recompute = spec::recompute_layers(&tr);
+    let recompute = spec::recompute_layers(tr);
     if nf4 && !device.is_cuda() {
         tracing::warn!(
             "baseQuantization nf4 on the CPU: correct but slow (weights are dequantized at every use); use none for CPU runs"
         );
     }
 
-    let dataset = inputs::dataset(&tr, &args.artifacts, &DatasetHints::from_env(args.dataset.clone()))?;
-    let model_in = inputs::base_model(&tr, &args.artifacts, &args.spec)?;
+    let dataset = inputs::dataset(tr, &args.artifacts, &DatasetHints::from_env(args.dataset.clone()))?;
+    let model_in = inputs::base_model(tr, &args.artifacts, &args.base_dir)?;
     tracing::info!(dataset = %dataset.dir.display(), digest = %dataset.digest, from = dataset.source,
         model = %model_in.dir.display(), "inputs");
 
@@ -207,16 +287,23 @@ pub fn run(args: &TrainArgs) -> Result<TrainResult, TrainError> {
         path: tokenizer_path.clone(),
         message: e.to_string(),
     })?;
-    let template = ChatTemplate::from_model_dir(&model_in.dir)?;
+    let (format, template) = training_template(&model_in.dir)?;
+    tracing::info!(%format, "chat format");
     let encoder = Encoder {
         template: &template,
         tokenizer: &tokenizer,
         max_len: hp.max_seq_length as usize,
+        system: &tr.spec.system_prompt,
     };
     let (train, train_stats) = encoder.encode_all(&data::read_jsonl(&dataset.dir.join("train.jsonl"))?)?;
     let eval_path = dataset.dir.join("eval.jsonl");
     let (eval, eval_stats) = if eval_path.is_file() {
-        encoder.encode_all(&data::read_jsonl(&eval_path)?)?
+        let mut convs = data::read_jsonl(&eval_path)?;
+        // The evaluation step judges the same conversations: its base and adapter figures are these losses.
+        if tr.spec.evaluation.enabled {
+            convs.truncate(tr.spec.evaluation.max_examples as usize);
+        }
+        encoder.encode_all(&convs)?
     } else {
         Default::default()
     };
@@ -261,8 +348,9 @@ pub fn run(args: &TrainArgs) -> Result<TrainResult, TrainError> {
         "model ready"
     );
 
-    let inputs_id = inputs_fingerprint(&tr, &dataset.digest);
-    let ck_root = run_dir.join("checkpoints");
+    // A checkpoint made from other inputs is never resumed; one whose export list alone changed is.
+    let inputs_id = fingerprint::trained(&tr.spec, &dataset.digest).to_string();
+    let ck_root = run_dir.join(RunPart::Checkpoints.folder());
     let mut state = TrainState {
         rng_seed: hp.seed,
         inputs: inputs_id.clone(),
@@ -278,7 +366,7 @@ pub fn run(args: &TrainArgs) -> Result<TrainResult, TrainError> {
     metrics.serve(&args.metrics_addr);
     metrics.total_steps.set(total as i64);
     metrics.step.set(state.step as i64);
-    let bar = (!args.no_progress && std::io::stderr().is_terminal()).then(|| {
+    let bar = (args.progress && std::io::stderr().is_terminal()).then(|| {
         let b = indicatif::ProgressBar::new(total as u64);
         b.set_style(
             indicatif::ProgressStyle::with_template(
@@ -316,6 +404,11 @@ pub fn run(args: &TrainArgs) -> Result<TrainResult, TrainError> {
     let params = lora.parameters();
     while state.step < total {
         let step = state.step;
+        if step == start_step && crate::contract::report::fault_injected("train") {
+            // A real libtorch error through tch's panicking API, as a shape bug or an out-of-memory would raise.
+            let a = Tensor::zeros([2, 3], (Kind::Float, device));
+            let _ = a.matmul(&Tensor::zeros([4, 5], (Kind::Float, device)));
+        }
         let epoch = step / per_epoch;
         if epoch_cache.as_ref().is_none_or(|(e, _)| *e != epoch) {
             epoch_cache = Some((epoch, data::epoch_batches(&lengths, batch, hp.seed, epoch)));
@@ -413,7 +506,7 @@ pub fn run(args: &TrainArgs) -> Result<TrainResult, TrainError> {
         b.finish();
     }
 
-    let adapter_rel = run_rel.join("adapter");
+    let adapter_rel = run_rel.join(RunPart::Adapter.folder());
     export::save_peft(
         &args.artifacts.join(&adapter_rel),
         &lora,
@@ -421,8 +514,8 @@ pub fn run(args: &TrainArgs) -> Result<TrainResult, TrainError> {
         model_in.revision.as_deref(),
     )?;
     let merged = if tr.spec.export.merge {
-        let merged_rel = run_rel.join("merged");
-        export::save_merged(&args.artifacts.join(&merged_rel), &ck, &lora)?;
+        let merged_rel = run_rel.join(RunPart::Merged.folder());
+        export::save_merged(&args.artifacts.join(&merged_rel), &ck, &lora, template.source())?;
         Some(artifact_ref(&args.artifacts, &merged_rel)?)
     } else {
         None
@@ -434,9 +527,10 @@ pub fn run(args: &TrainArgs) -> Result<TrainResult, TrainError> {
         eval_loss: state.evals.last().map(|e| e.loss),
         steps: state.step as u64,
         tokens: state.tokens,
+        chat_format: Some(format),
     };
 
-    let report_dir = run_dir.join("report");
+    let report_dir = run_dir.join(RunPart::Report.folder());
     std::fs::create_dir_all(&report_dir).map_err(artifact::io(&report_dir))?;
     artifact::write_atomic(
         &report_dir.join("loss.svg"),
@@ -449,7 +543,7 @@ pub fn run(args: &TrainArgs) -> Result<TrainResult, TrainError> {
         "dtype": format!("{kind:?}"),
         "baseQuantization": tr.spec.base_quantization,
         "gradientCheckpointing": recompute,
-        "dataset": {"dir": dataset.dir, "digest": format!("sha256:{}", dataset.digest)},
+        "dataset": {"dir": dataset.dir, "digest": dataset.digest},
         "trainableParameters": lora.num_parameters(),
         "stepsPerEpoch": per_epoch,
         "trainData": train_stats,

@@ -1,134 +1,29 @@
-//! The TrainingRun as the train worker reads it: the custom resource itself ([`TrainingRun`]), from the
-//! `spec.json` the operator renders or from a manifest a person hands over (YAML or JSON).
-//!
-//! Defaults live on the CRD types (the seed notebook's); this module only loads the document and checks what
-//! the API server would have checked (CEL rules) for manifests that never went through one.
+//! The TrainingRun as the train worker reads it: the custom resource itself ([`TrainingRun`]), loaded and
+//! checked by the contract's one loader (`crate::contract::document`), plus the few facts the trainer
+//! derives from it.
 
+use crate::api::TrainingRun;
 use crate::api::training_run::{BaseQuantization, LoraSpec};
-use crate::api::{GROUP, TrainingRun};
-use crate::controller::training_run::build::{DATASET_DIGEST_ANNOTATION, DATASET_URI_ANNOTATION};
-use std::path::{Path, PathBuf};
+use crate::contract::{annotations, layout};
+use kube::ResourceExt;
+use std::path::PathBuf;
 
 pub use crate::api::training_run::PROJECTIONS;
+pub use crate::contract::DocumentError as SpecError;
 
-#[derive(Debug, thiserror::Error)]
-pub enum SpecError {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
-    #[error("{path}: neither YAML nor JSON: {source}")]
-    Parse { path: PathBuf, source: serde_yaml::Error },
-    #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
-}
-
-/// Reads and checks a TrainingRun. YAML is a superset of JSON, so one parser takes both.
-pub fn load(path: &Path) -> Result<TrainingRun, SpecError> {
-    let text = std::fs::read_to_string(path).map_err(|source| SpecError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
-    let invalid = |message: String| SpecError::Invalid {
-        path: path.to_owned(),
-        message,
-    };
-    let doc: serde_json::Value = serde_yaml::from_str(&text).map_err(|source| SpecError::Parse {
-        path: path.to_owned(),
-        source,
-    })?;
-    // The derived Deserialize ignores apiVersion and kind; a Dataset handed over by mistake must not train.
-    let kind = doc.get("kind").and_then(|k| k.as_str()).unwrap_or("TrainingRun");
-    let api_version = doc.get("apiVersion").and_then(|k| k.as_str()).unwrap_or(GROUP);
-    if kind != "TrainingRun" || !api_version.starts_with(GROUP) {
-        return Err(invalid(format!(
-            "is a {api_version} {kind}, not an {GROUP} TrainingRun"
-        )));
-    }
-    let tr: TrainingRun = serde_json::from_value(doc).map_err(|e| invalid(format!("not a TrainingRun: {e}")))?;
-    validate(&tr).map_err(invalid)?;
-    Ok(tr)
-}
-
-/// The checks the CRD's schema and CEL rules make, plus the name check CEL cannot express cheaply.
-pub fn validate(tr: &TrainingRun) -> Result<(), String> {
-    if tr.metadata.name.as_deref().unwrap_or_default().is_empty() {
-        return Err("metadata.name is required: the run's folder is runs/<namespace>/<name>".into());
-    }
-    let s = &tr.spec;
-    if s.base_model.path.is_some() == s.base_model.hugging_face.is_some() {
-        return Err("spec.baseModel sets exactly one of path or huggingFace".into());
-    }
-    if let Some(hf) = &s.base_model.hugging_face
-        && (hf.repo.split('/').count() != 2 || hf.repo.split('/').any(str::is_empty))
-    {
-        return Err(format!(
-            "spec.baseModel.huggingFace.repo {:?} is not of the form owner/name",
-            hf.repo
-        ));
-    }
-    validate_lora(&s.lora)?;
-    let h = &s.hyperparameters;
-    for (value, field) in [
-        (h.epochs, "epochs"),
-        (h.batch_size, "batchSize"),
-        (h.gradient_accumulation, "gradientAccumulation"),
-        (h.max_seq_length, "maxSeqLength"),
-    ] {
-        if value == 0 {
-            return Err(format!("spec.hyperparameters.{field} must be positive"));
-        }
-    }
-    if h.max_steps == Some(0) {
-        return Err("spec.hyperparameters.maxSteps must be positive when set".into());
-    }
-    if !(h.learning_rate > 0.0 && h.learning_rate.is_finite()) {
-        return Err("spec.hyperparameters.learningRate must be positive".into());
-    }
-    // NaN fails these as well as negative values do.
-    let non_negative = |x: f64| x.is_finite() && x >= 0.0;
-    if !non_negative(h.weight_decay) || h.max_grad_norm.is_nan() || h.max_grad_norm < 0.0 {
-        return Err("spec.hyperparameters.weightDecay and maxGradNorm must not be negative".into());
-    }
-    if s.checkpoint_every_steps == 0 {
-        return Err("spec.checkpointEverySteps must be positive".into());
-    }
-    Ok(())
-}
-
-fn validate_lora(l: &LoraSpec) -> Result<(), String> {
-    if l.r == 0 {
-        return Err("spec.lora.r must be positive".into());
-    }
-    if !(0.0..1.0).contains(&l.dropout) {
-        return Err(format!("spec.lora.dropout {} is not in [0, 1)", l.dropout));
-    }
-    if l.target_modules.is_empty() {
-        return Err("spec.lora.targetModules needs at least one module".into());
-    }
-    for m in &l.target_modules {
-        if !PROJECTIONS.contains(&m.as_str()) {
-            return Err(format!(
-                "spec.lora.targetModules: unknown module {m:?} (known: {})",
-                PROJECTIONS.join(", ")
-            ));
-        }
-    }
-    Ok(())
+/// Reads and checks a TrainingRun (spec.json or a manifest, YAML or JSON).
+pub fn load(path: &std::path::Path) -> Result<TrainingRun, SpecError> {
+    crate::contract::document::load(path)
 }
 
 /// `metadata.namespace`, or `default` for a manifest without one.
-pub fn namespace(tr: &TrainingRun) -> &str {
-    tr.metadata.namespace.as_deref().unwrap_or("default")
+pub fn namespace(tr: &TrainingRun) -> String {
+    crate::contract::document::namespace_of(tr)
 }
 
-/// `metadata.name` (checked non-empty by [`validate`]).
-pub fn name(tr: &TrainingRun) -> &str {
-    tr.metadata.name.as_deref().unwrap_or_default()
-}
-
-/// The run's folder relative to the artifact root: `runs/<namespace>/<name>` (the quantize step reads
-/// `merged/` from the same place).
+/// The run's folder relative to the artifact root: `runs/<namespace>/<name>`.
 pub fn run_dir(tr: &TrainingRun) -> PathBuf {
-    PathBuf::from("runs").join(namespace(tr)).join(name(tr))
+    layout::run_dir(&namespace(tr), &tr.name_any())
 }
 
 /// The dataset build the operator chose for this attempt, from the annotations it writes into spec.json.
@@ -139,7 +34,7 @@ pub fn dataset_annotation(tr: &TrainingRun) -> (Option<&str>, Option<&str>) {
             .map(String::as_str)
             .filter(|v| !v.is_empty())
     };
-    (get(DATASET_URI_ANNOTATION), get(DATASET_DIGEST_ANNOTATION))
+    (get(annotations::DATASET_URI), get(annotations::DATASET_DIGEST))
 }
 
 /// Whether each decoder layer is recomputed in the backward pass: as the spec says, else on for an NF4 base
@@ -161,8 +56,8 @@ pub fn lora_scaling(l: &LoraSpec) -> f64 {
 mod tests {
     use super::*;
 
-    fn parse(yaml: &str) -> TrainingRun {
-        serde_yaml::from_str(yaml).expect("parses")
+    fn load_text(text: &str) -> Result<TrainingRun, SpecError> {
+        crate::contract::document::parse(text, std::path::Path::new("run.yaml"))
     }
 
     const MINIMAL: &str = "apiVersion: ai.fireweave.io/v1alpha1\nkind: TrainingRun\nmetadata: {name: r}\n\
@@ -170,8 +65,7 @@ mod tests {
 
     #[test]
     fn defaults_are_the_seed_notebooks() {
-        let tr = parse(MINIMAL);
-        validate(&tr).unwrap();
+        let tr = load_text(MINIMAL).unwrap();
         let h = &tr.spec.hyperparameters;
         assert_eq!((h.epochs, h.batch_size, h.gradient_accumulation), (3, 2, 4));
         assert_eq!((h.learning_rate, h.weight_decay, h.warmup_steps), (2e-4, 0.01, 10));
@@ -194,16 +88,15 @@ mod tests {
 
     #[test]
     fn spec_json_as_the_operator_renders_it() {
-        let tr: TrainingRun = serde_json::from_value(serde_json::json!({
+        let doc = serde_json::json!({
             "apiVersion": "ai.fireweave.io/v1alpha1", "kind": "TrainingRun",
             "metadata": {"name": "fw", "namespace": "ai", "annotations": {
                 "ai.fireweave.io/dataset-uri": "datasets/ai/fw/abc", "ai.fireweave.io/dataset-digest": "sha256:abc"}},
             "spec": {"baseModel": {"huggingFace": {"repo": "meta-llama/Llama-3.1-8B-Instruct"}},
                      "datasetRef": {"name": "fw"}, "baseQuantization": "none",
                      "lora": {"r": 8, "alpha": 16, "useRslora": true}}
-        }))
-        .unwrap();
-        validate(&tr).unwrap();
+        });
+        let tr = load_text(&doc.to_string()).unwrap();
         assert_eq!(
             dataset_annotation(&tr),
             (Some("datasets/ai/fw/abc"), Some("sha256:abc"))
@@ -216,26 +109,32 @@ mod tests {
     #[test]
     fn invalid_specs_name_the_field() {
         let cases = [
-            ("lora: {targetModules: [qkv]}", "unknown module \"qkv\""),
-            ("lora: {r: 0}", "spec.lora.r must be positive"),
+            ("lora: {targetModules: [qkv]}", "spec.lora.targetModules: "),
+            ("lora: {r: 0}", "spec.lora.r: lora.r must be positive"),
             ("lora: {dropout: 1.0}", "spec.lora.dropout"),
             (
                 "hyperparameters: {batchSize: 0}",
-                "spec.hyperparameters.batchSize must be positive",
+                "hyperparameters.batchSize must be positive",
             ),
             ("hyperparameters: {learningRate: 0}", "learningRate must be positive"),
+            (
+                "hyperparameters: {maxSteps: 0}",
+                "spec.hyperparameters.maxSteps: must be positive",
+            ),
             ("checkpointEverySteps: 0", "checkpointEverySteps must be positive"),
         ];
         for (extra, want) in cases {
-            let tr = parse(&format!("{MINIMAL}  {extra}\n"));
-            let err = validate(&tr).unwrap_err();
+            let err = load_text(&format!("{MINIMAL}  {extra}\n")).unwrap_err().to_string();
             assert!(err.contains(want), "{extra}: {err}");
+            assert!(err.starts_with("run.yaml: TrainingRun default/r: "), "{err}");
         }
-        let both = parse(&MINIMAL.replace("{path: m}", "{path: m, huggingFace: {repo: a/b}}"));
-        assert!(validate(&both).unwrap_err().contains("exactly one"));
-        let bad_repo = parse(&MINIMAL.replace("{path: m}", "{huggingFace: {repo: llama}}"));
-        assert!(validate(&bad_repo).unwrap_err().contains("owner/name"));
-        let unnamed = parse(&MINIMAL.replace("metadata: {name: r}", "metadata: {}"));
-        assert!(validate(&unnamed).unwrap_err().contains("metadata.name"));
+        let both = load_text(&MINIMAL.replace("{path: m}", "{path: m, huggingFace: {repo: a/b}}"));
+        assert!(both.unwrap_err().to_string().contains("exactly one"));
+        let bad_repo = load_text(&MINIMAL.replace("{path: m}", "{huggingFace: {repo: llama}}"));
+        assert!(bad_repo.unwrap_err().to_string().contains("owner/name"));
+        let unnamed = load_text(&MINIMAL.replace("metadata: {name: r}", "metadata: {}"));
+        assert!(unnamed.unwrap_err().to_string().contains("metadata.name"));
+        let dataset = load_text(&MINIMAL.replace("kind: TrainingRun", "kind: Dataset"));
+        assert!(dataset.is_err());
     }
 }

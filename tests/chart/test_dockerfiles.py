@@ -1,6 +1,6 @@
 """The image Dockerfiles (scripts/docker/). No container engine runs here, so they are checked by construction:
 pinned multi-stage builds, a non-root final user, and cargo build commands equal to the ones the test command
-runs (scripts/test.sh and scripts/check-operator-links.sh), so CI compiles exactly what the images ship."""
+runs (scripts/test.sh and the link checks scripts/check-*-links.sh), so CI compiles exactly what the images ship."""
 from __future__ import annotations
 
 import re
@@ -13,7 +13,7 @@ from conftest import ROOT, rust
 DOCKER = ROOT / "scripts" / "docker"
 IMAGES = {
     "operator": ("operator.Dockerfile", None),
-    "trainer": ("trainer.Dockerfile", "train"),
+    "trainer": ("trainer.Dockerfile", "train,serve"),
     "server": ("server.Dockerfile", "serve"),
     "server-cuda": ("server-cuda.Dockerfile", "serve,llama-cpp-2/cuda"),
 }
@@ -43,7 +43,7 @@ def flags(words: list[str]) -> set[str]:
 
 
 def ci_commands() -> list[set[str]]:
-    scripts = rust("scripts/test.sh") + "\n" + rust("scripts/check-operator-links.sh")
+    scripts = "\n".join(rust(f"scripts/{s}") for s in ("test.sh", "check-operator-links.sh", "check-trainer-links.sh"))
     scripts = "\n".join(line for line in scripts.splitlines() if not line.lstrip().startswith("#"))
     return [flags(c) for verb in ("build", "check") for c in cargo_commands(scripts, verb)]
 

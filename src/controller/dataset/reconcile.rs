@@ -11,9 +11,9 @@ use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
 use super::build;
-use crate::api::conditions::{Health, reason, set_health};
-use crate::api::dataset::DatasetResult;
+use crate::api::conditions::{Health, Phase, now, reason, set_health};
 use crate::api::{ArtifactRetention, Dataset, DatasetStatus};
+use crate::contract::DatasetResult;
 use crate::controller::apply::{ensure, update_status};
 use crate::controller::context::{Context, Error, kube_err};
 use crate::controller::finalizer;
@@ -26,7 +26,7 @@ pub async fn reconcile(ds: Arc<Dataset>, ctx: Arc<Context>) -> Result<Action, Er
         name: ds.name_any(),
     })?;
     let api: Api<Dataset> = Api::namespaced(ctx.client.clone(), &ns);
-    let folder = format!("datasets/{ns}/{}", ds.name_any());
+    let folder = crate::contract::layout::dataset_builds(&ns, &ds.name_any());
     let delete_artifacts = ds.spec.artifact_retention == ArtifactRetention::Delete;
     match finalizer::step(&api, ds.as_ref(), delete_artifacts).await? {
         finalizer::Step::Proceed => apply_dataset(&ds, &ctx, &ns, &api).await,
@@ -54,14 +54,11 @@ async fn apply_dataset(ds: &Dataset, ctx: &Context, ns: &str, api: &Api<Dataset>
 
     let status = next_status(ds, &name, &job, &pod_list.items, &now());
     update_status(ctx, api, ds, &status).await?;
-    Ok(match status.phase.as_deref() {
-        Some("Succeeded") | Some("Failed") => Action::await_change(),
-        _ => Action::requeue(Duration::from_secs(30)),
+    Ok(if status.phase.is_some_and(Phase::is_final) {
+        Action::await_change()
+    } else {
+        Action::requeue(Duration::from_secs(30))
     })
-}
-
-pub(crate) fn now() -> Time {
-    Time(k8s_openapi::jiff::Timestamp::now())
 }
 
 /// The status after observing the Job of the current spec. The previous artifact and stats stay until a new
@@ -73,18 +70,18 @@ pub fn next_status(ds: &Dataset, job_name: &str, job: &Job, pods: &[Pod], now: &
     status.job_name = Some(job_name.to_string());
     let (phase, health, why, message) = match outcome(job, pods) {
         JobOutcome::Pending => (
-            "Pending",
+            Phase::Pending,
             Health::Reconciling,
             reason::JOB_PENDING,
             format!("Job {job_name} is starting"),
         ),
         JobOutcome::Running => (
-            "Running",
+            Phase::Running,
             Health::Reconciling,
             reason::JOB_RUNNING,
             format!("Job {job_name} is building the dataset"),
         ),
-        JobOutcome::Failed(why) => ("Failed", Health::Stalled, reason::JOB_FAILED, why),
+        JobOutcome::Failed(why) => (Phase::Failed, Health::Stalled, reason::JOB_FAILED, why),
         JobOutcome::Succeeded => match container_result::<DatasetResult>(pods, "dataset") {
             Ok(result) => {
                 let message = format!(
@@ -93,12 +90,12 @@ pub fn next_status(ds: &Dataset, job_name: &str, job: &Job, pods: &[Pod], now: &
                 );
                 status.artifact = Some(result.artifact);
                 status.stats = Some(result.stats);
-                ("Succeeded", Health::Ready, reason::SUCCEEDED, message)
+                (Phase::Succeeded, Health::Ready, reason::SUCCEEDED, message)
             }
-            Err(e) => ("Failed", Health::Stalled, reason::RESULT_UNREADABLE, e.to_string()),
+            Err(e) => (Phase::Failed, Health::Stalled, reason::RESULT_UNREADABLE, e.to_string()),
         },
     };
-    status.phase = Some(phase.to_string());
+    status.phase = Some(phase);
     set_health(&mut status.conditions, health, why, &message, generation, now);
     status
 }

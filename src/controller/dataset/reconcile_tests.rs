@@ -112,7 +112,7 @@ async fn succeeded_job_puts_artifact_and_stats_into_status() {
     let mut stored = fake.get(&job_path).expect("job created");
     stored["status"] = json!({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]});
     fake.insert(stored);
-    let result = json!({"artifact": {"uri": "datasets/ai/fw/sha256-9f", "digest": "sha256:9f"},
+    let result = json!({"artifact": {"uri": "datasets/ai/fw/sha256-9f", "digest": crate::contract::digest::fake("9f")},
                         "stats": {"input": 120, "valid": 118, "rejected": 20, "duplicates": 4, "kept": 94, "train": 85, "eval": 9,
                                   "scoreHistogram": [{"bucket": "50-59", "count": 30}], "topics": [{"name": "fireweave", "passed": 94, "total": 118}]}});
     fake.insert(pod(&job, json!({"phase": "Succeeded", "containerStatuses": [{"name": "dataset", "image": "i", "imageID": "", "ready": false, "restartCount": 0,

@@ -21,7 +21,7 @@ use crate::controller::config::Settings;
 use crate::controller::security::{container_security_context, pod_security_context};
 use crate::controller::workload::{
     ARTIFACTS_DIR, SPEC_DIR, artifacts_volume, child_meta, empty_dir, env, labels, mount, resource_requirements,
-    short_hash, spec_document,
+    short_hash,
 };
 
 pub const COMPONENT: &str = "serving";
@@ -64,36 +64,38 @@ pub fn endpoint(ms: &ModelServing) -> String {
     )
 }
 
-fn hex_digest(digest: &str) -> &str {
-    digest.strip_prefix("sha256:").unwrap_or(digest)
-}
-
 fn gguf_path(model: &ServedModel) -> String {
     format!("{ARTIFACTS_DIR}/{}", model.uri.trim_start_matches('/'))
 }
 
 /// The engine's configuration file: a Modelfile for Ollama, spec.json (gguf resolved) for the built-in server.
-pub fn config_map(ms: &ModelServing, model: &ServedModel) -> ConfigMap {
+/// An error (in words, naming the field) when no template can be chosen for the model.
+pub fn config_map(ms: &ModelServing, model: &ServedModel) -> Result<ConfigMap, String> {
+    crate::api::model_serving::template_fits(&ms.spec, model.chat_format)?;
     let (key, text) = match ms.spec.engine {
-        Engine::Ollama => ("Modelfile", modelfile::render(&ms.spec.modelfile, &gguf_path(model))),
+        Engine::Ollama => (
+            "Modelfile",
+            modelfile::render(&ms.spec.modelfile, &gguf_path(model), model.chat_format)?,
+        ),
         Engine::Builtin => {
             let mut spec = ms.spec.clone();
             spec.model = ModelSource {
                 training_run_ref: None,
                 gguf: Some(GgufFile {
                     path: gguf_path(model),
-                    sha256: hex_digest(&model.digest).to_string(),
+                    sha256: model.digest.hex(),
                 }),
+                require_evaluation: ms.spec.model.require_evaluation,
             };
-            let doc = spec_document(ms, &spec, &BTreeMap::new());
+            let doc = crate::contract::document::render(ms, &spec, &BTreeMap::new());
             ("spec.json", serde_json::to_string_pretty(&doc).unwrap_or_default())
         }
     };
-    ConfigMap {
+    Ok(ConfigMap {
         metadata: child_meta(ms, &child_name(ms), COMPONENT),
         data: Some(BTreeMap::from([(key.to_string(), text)])),
         ..Default::default()
-    }
+    })
 }
 
 /// The serving Deployment. Rollouts surge and never take a Ready replica away first.
@@ -122,7 +124,7 @@ pub fn deployment(ms: &ModelServing, model: &ServedModel, config: &ConfigMap, se
                     env("HOME", "/tmp"),
                     env("FIREWEAVE_MODEL_NAME", &ms.spec.model_name),
                     env("FIREWEAVE_MODEL_PATH", &gguf_path(model)),
-                    env("FIREWEAVE_MODEL_SHA256", hex_digest(&model.digest)),
+                    env("FIREWEAVE_MODEL_SHA256", &model.digest.hex()),
                     env("FIREWEAVE_SMOKE_PROMPT", &ms.spec.rollout.smoke_prompt),
                 ]),
                 ports: Some(vec![http_port]),
@@ -190,7 +192,7 @@ pub fn deployment(ms: &ModelServing, model: &ServedModel, config: &ConfigMap, se
     });
     all_volumes.extend(volumes);
     let annotations = BTreeMap::from([
-        (MODEL_DIGEST_ANNOTATION.to_string(), model.digest.clone()),
+        (MODEL_DIGEST_ANNOTATION.to_string(), model.digest.to_string()),
         (CONFIG_HASH_ANNOTATION.to_string(), short_hash(&config.data)),
     ]);
     Deployment {

@@ -22,10 +22,12 @@ fn serving(engine: &str) -> ModelServing {
 
 fn model() -> ServedModel {
     ServedModel {
-        digest: format!("sha256:{}", "a".repeat(64)),
+        digest: crate::contract::Digest::parse(&"a".repeat(64)).unwrap(),
         quantization: Some(Quantization::Q4KM),
         source: "trainingrun/fw-llama".into(),
         uri: "runs/ai/fw-llama/gguf/fw-llama-Q4_K_M.gguf".into(),
+        chat_format: Some(crate::chat::ChatFormat::Llama3),
+        evaluation: Some("passed (attempt 1)".into()),
     }
 }
 
@@ -41,7 +43,7 @@ fn labels() -> serde_json::Value {
 #[test]
 fn builtin_deployment_is_the_whole_desired_object() {
     let ms = serving("builtin");
-    let cm = config_map(&ms, &model());
+    let cm = config_map(&ms, &model()).unwrap();
     let d = serde_json::to_value(deployment(&ms, &model(), &cm, &Settings::example())).expect("serializes");
     let config_hash = d["spec"]["template"]["metadata"]["annotations"][CONFIG_HASH_ANNOTATION].clone();
     let expected = json!({
@@ -98,14 +100,15 @@ fn builtin_deployment_is_the_whole_desired_object() {
     let spec: serde_json::Value = serde_json::from_str(&cm.data.expect("data")["spec.json"]).expect("JSON");
     assert_eq!(
         spec["spec"]["model"],
-        json!({"gguf": {"path": "/artifacts/runs/ai/fw-llama/gguf/fw-llama-Q4_K_M.gguf", "sha256": "a".repeat(64)}})
+        json!({"gguf": {"path": "/artifacts/runs/ai/fw-llama/gguf/fw-llama-Q4_K_M.gguf", "sha256": "a".repeat(64)},
+               "requireEvaluation": true})
     );
 }
 
 #[test]
 fn ollama_registers_the_verified_gguf_and_is_ready_only_when_it_answers() {
     let ms = serving("ollama");
-    let cm = config_map(&ms, &model());
+    let cm = config_map(&ms, &model()).unwrap();
     let modelfile = &cm.data.as_ref().expect("data")["Modelfile"];
     assert!(modelfile.starts_with("FROM /artifacts/runs/ai/fw-llama/gguf/fw-llama-Q4_K_M.gguf\n"));
     let d = serde_json::to_value(deployment(&ms, &model(), &cm, &Settings::example())).expect("serializes");
@@ -149,13 +152,13 @@ fn ollama_registers_the_verified_gguf_and_is_ready_only_when_it_answers() {
 #[test]
 fn new_gguf_changes_the_pod_template() {
     let ms = serving("ollama");
-    let cm = config_map(&ms, &model());
+    let cm = config_map(&ms, &model()).unwrap();
     let a = deployment(&ms, &model(), &cm, &Settings::example());
     let newer = ServedModel {
-        digest: format!("sha256:{}", "b".repeat(64)),
+        digest: crate::contract::Digest::parse(&"b".repeat(64)).unwrap(),
         ..model()
     };
-    let b = deployment(&ms, &newer, &config_map(&ms, &newer), &Settings::example());
+    let b = deployment(&ms, &newer, &config_map(&ms, &newer).unwrap(), &Settings::example());
     assert_ne!(
         a.spec.as_ref().map(|s| &s.template),
         b.spec.as_ref().map(|s| &s.template)

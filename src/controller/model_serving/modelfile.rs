@@ -1,75 +1,73 @@
 //! The Ollama Modelfile generated from a ModelServing spec. Pure.
 
 use crate::api::model_serving::Modelfile;
+use crate::chat::ChatFormat;
 
-/// Llama 3.1's chat format in Ollama's Go template language, with tool calling: tools are listed in the
-/// system turn, a tool call is a JSON object `{"name", "parameters"}` as the assistant's whole reply, and tool
-/// results come back in `ipython` turns — the layout Llama 3.1 Instruct was trained on and our trainer renders.
-pub const LLAMA31_TOOLS_TEMPLATE: &str = r#"<|begin_of_text|>
-{{- if or .System .Tools }}<|start_header_id|>system<|end_header_id|>
-{{- if .System }}
-
-{{ .System }}
-{{- end }}
-{{- if .Tools }}
-
-You can call the following functions. To call one, reply with only a JSON object of the form {"name": function name, "parameters": object of argument names and values}.
-{{- range .Tools }}
-{{ . }}
-{{- end }}
-{{- end }}<|eot_id|>
-{{- end }}
-{{- range $i, $m := .Messages }}
-{{- $last := eq (len (slice $.Messages $i)) 1 }}
-{{- if eq $m.Role "user" }}<|start_header_id|>user<|end_header_id|>
-
-{{ $m.Content }}<|eot_id|>
-{{- if $last }}<|start_header_id|>assistant<|end_header_id|>
-
-{{ end }}
-{{- else if eq $m.Role "assistant" }}<|start_header_id|>assistant<|end_header_id|>
-
-{{ if $m.ToolCalls }}
-{{- range $m.ToolCalls }}{"name": "{{ .Function.Name }}", "parameters": {{ .Function.Arguments }}}{{ end }}
-{{- else }}{{ $m.Content }}
-{{- end }}
-{{- if not $last }}<|eot_id|>{{ end }}
-{{- else if eq $m.Role "tool" }}<|start_header_id|>ipython<|end_header_id|>
-
-{{ $m.Content }}<|eot_id|>
-{{- if $last }}<|start_header_id|>assistant<|end_header_id|>
-
-{{ end }}
-{{- end }}
-{{- end }}"#;
-
-/// Renders a Modelfile for the GGUF at `gguf_path` (absolute, inside the serving Pod).
-pub fn render(spec: &Modelfile, gguf_path: &str) -> String {
-    let template = spec.template.as_deref().unwrap_or(LLAMA31_TOOLS_TEMPLATE);
+/// Renders a Modelfile for the GGUF at `gguf_path` (absolute, inside the serving Pod). The template is the
+/// spec's, else the Ollama twin of the chat format the model was trained in; stop strings likewise (the
+/// format's own when the spec sets none). A model of unknown format with no template of the spec's is an
+/// error naming the field: a wrong template serves garbage, silently.
+pub fn render(spec: &Modelfile, gguf_path: &str, format: Option<ChatFormat>) -> Result<String, String> {
+    let template = match (&spec.template, format) {
+        (Some(t), _) => t.as_str(),
+        (None, Some(f)) => f.ollama_template(),
+        (None, None) => {
+            return Err("spec.modelfile.template: the model's chat format is unknown (a GGUF that is not a TrainingRun's output); set the Ollama template to serve it with"
+                .into());
+        }
+    };
+    let stops: Vec<String> = if spec.parameters.stop.is_empty() {
+        let f = format.map_or_else(
+            || ChatFormat::of_ollama_template(template, "spec.modelfile.template").map_err(|e| e.to_string()),
+            Ok,
+        )?;
+        f.stop().iter().map(|s| s.to_string()).collect()
+    } else {
+        spec.parameters.stop.clone()
+    };
     let p = &spec.parameters;
     let mut out = format!(
-        "FROM {gguf_path}\n\nTEMPLATE \"\"\"{}\"\"\"\n\n",
-        escape_triple(template)
+        "FROM {gguf_path}\n\nTEMPLATE {}\n\n",
+        triple(template, "spec.modelfile.template")?
     );
-    for stop in &p.stop {
-        out.push_str(&format!("PARAMETER stop {}\n", quote(stop)));
+    for (i, stop) in stops.iter().enumerate() {
+        out.push_str(&format!("PARAMETER stop {}\n", quoted(stop, i)?));
     }
     out.push_str(&format!("PARAMETER temperature {}\n", p.temperature));
     out.push_str(&format!("PARAMETER top_p {}\n", p.top_p));
     out.push_str(&format!("PARAMETER top_k {}\n", p.top_k));
     out.push_str(&format!("PARAMETER repeat_penalty {}\n", p.repeat_penalty));
     out.push_str(&format!("PARAMETER num_ctx {}\n", p.num_ctx));
-    out.push_str(&format!("\nSYSTEM \"\"\"{}\"\"\"\n", escape_triple(&spec.system)));
-    out
+    out.push_str(&format!(
+        "\nSYSTEM {}\n",
+        triple(&spec.system, "spec.modelfile.system")?
+    ));
+    Ok(out)
 }
 
-/// Ollama's Modelfile parser ends a triple-quoted value at the next `"""`; break any inside the text.
-fn escape_triple(s: &str) -> String {
-    s.replace("\"\"\"", "\"\\\"\"")
+// Ollama's Modelfile parser has no escapes: a quoted value is the text between its first and last quotes, and it
+// ends at the first line break after which the buffered text ends in the closing quotes. So nothing can be
+// escaped, only refused, and the refusal names the field (tests/ollama_template.rs reads our output back with
+// that parser).
+
+/// `"""text"""`; text holding `"""` would end the block early.
+fn triple(text: &str, field: &str) -> Result<String, String> {
+    if text.contains("\"\"\"") {
+        return Err(format!(
+            "{field}: contains \"\"\", which an Ollama Modelfile cannot quote (it has no escapes)"
+        ));
+    }
+    Ok(format!("\"\"\"{text}\"\"\""))
 }
 
-fn quote(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+/// `"stop"`: a quote followed by a line break would end the value early, so quotes and line breaks are refused.
+fn quoted(stop: &str, index: usize) -> Result<String, String> {
+    if stop.contains(['"', '\n', '\r']) {
+        return Err(format!(
+            "spec.modelfile.parameters.stop[{index}]: {stop:?} holds a quote or a line break, which an Ollama Modelfile cannot quote"
+        ));
+    }
+    Ok(format!("\"{stop}\""))
 }
 
 #[cfg(test)]
@@ -78,7 +76,12 @@ mod tests {
 
     #[test]
     fn default_modelfile_carries_the_seed_settings() {
-        let text = render(&Modelfile::default(), "/artifacts/runs/ai/fw/gguf/fw-Q4_K_M.gguf");
+        let text = render(
+            &Modelfile::default(),
+            "/artifacts/runs/ai/fw/gguf/fw-Q4_K_M.gguf",
+            Some(ChatFormat::Llama3),
+        )
+        .unwrap();
         assert!(text.starts_with("FROM /artifacts/runs/ai/fw/gguf/fw-Q4_K_M.gguf\n"));
         for line in [
             "PARAMETER stop \"<|start_header_id|>\"",
@@ -94,17 +97,65 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }
         assert!(text.contains("SYSTEM \"\"\"You are a Network Security Expert with deep expertise in:\n- Firewall"));
-        assert!(text.contains("{{ if $m.ToolCalls }}") && text.contains("<|start_header_id|>ipython<|end_header_id|>"));
+        assert!(text.contains(ChatFormat::Llama3.ollama_template()));
     }
 
     #[test]
-    fn triple_quotes_in_a_system_prompt_cannot_end_the_block() {
+    fn the_template_and_stops_follow_the_chat_format_and_an_unknown_one_is_named() {
+        let text = render(&Modelfile::default(), "/m.gguf", Some(ChatFormat::Chatml)).unwrap();
+        assert!(text.contains(ChatFormat::Chatml.ollama_template()), "{text}");
+        let stops: Vec<&str> = text.lines().filter(|l| l.starts_with("PARAMETER stop")).collect();
+        assert_eq!(
+            stops,
+            ["PARAMETER stop \"<|im_start|>\"", "PARAMETER stop \"<|im_end|>\""]
+        );
+        let err = render(&Modelfile::default(), "/m.gguf", None).unwrap_err();
+        assert!(err.starts_with("spec.modelfile.template: "), "{err}");
+        // A template of the spec's own serves any GGUF; the spec's stops win over the format's.
         let spec = Modelfile {
+            template: Some("{{ .Prompt }}".into()),
+            parameters: crate::api::model_serving::ModelParameters {
+                stop: vec!["END".into()],
+                ..Default::default()
+            },
+            ..Modelfile::default()
+        };
+        let text = render(&spec, "/m.gguf", None).unwrap();
+        assert!(text.contains("TEMPLATE \"\"\"{{ .Prompt }}\"\"\"") && text.contains("PARAMETER stop \"END\""));
+    }
+
+    #[test]
+    fn text_a_modelfile_cannot_quote_is_refused_naming_the_field() {
+        let system = Modelfile {
             system: "say \"\"\"hi\"\"\"".into(),
             ..Modelfile::default()
         };
-        let text = render(&spec, "/m.gguf");
-        let system = text.split("SYSTEM \"\"\"").nth(1).expect("system block");
-        assert_eq!(system.matches("\"\"\"").count(), 1, "{system}");
+        let err = render(&system, "/m.gguf", Some(ChatFormat::Llama3)).unwrap_err();
+        assert!(err.starts_with("spec.modelfile.system: "), "{err}");
+        let template = Modelfile {
+            template: Some("{{ .Prompt }}\"\"\"".into()),
+            ..Modelfile::default()
+        };
+        let err = render(&template, "/m.gguf", None).unwrap_err();
+        assert!(err.starts_with("spec.modelfile.template: "), "{err}");
+        let stop = Modelfile {
+            parameters: crate::api::model_serving::ModelParameters {
+                stop: vec!["END".into(), "say \"x\"".into()],
+                ..Default::default()
+            },
+            ..Modelfile::default()
+        };
+        let err = render(&stop, "/m.gguf", Some(ChatFormat::Llama3)).unwrap_err();
+        assert!(err.starts_with("spec.modelfile.parameters.stop[1]: "), "{err}");
+        // Single quotes and backslashes need nothing: the parser keeps them as they are.
+        let plain = Modelfile {
+            system: "Use \"show run\" or C:\\fw\\rules.txt".into(),
+            ..Modelfile::default()
+        };
+        let text = render(&plain, "/m.gguf", Some(ChatFormat::Llama3)).unwrap();
+        assert!(
+            text.ends_with("SYSTEM \"\"\"Use \"show run\" or C:\\fw\\rules.txt\"\"\"\n"),
+            "{text}"
+        );
     }
 }

@@ -13,60 +13,19 @@ use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
 use super::build;
-use crate::api::conditions::{Health, reason, set_health};
+use crate::api::conditions::{Health, Phase, now, reason, set_health};
 use crate::api::{ModelServing, ModelServingStatus, ServedModel, TrainingRun};
 use crate::controller::apply::{apply, ensure, update_status};
 use crate::controller::context::{Context, Error, kube_err};
-use crate::controller::dataset::reconcile::now;
 
 /// How often a rollout in progress is looked at again; Deployment changes also wake it.
 const POLL: Duration = Duration::from_secs(15);
 /// How often a serving waiting for its TrainingRun checks again; the run producing GGUF also wakes it.
 const WAIT: Duration = Duration::from_secs(60);
 
-/// The GGUF the spec asks for, or why there is none yet.
+/// The GGUF the spec asks for, or why there is none yet (the decision `fireweave-ai run` makes too).
 pub fn wanted_model(ms: &ModelServing, run: Option<&TrainingRun>) -> Result<ServedModel, String> {
-    if let Some(file) = &ms.spec.model.gguf {
-        let hex = file.sha256.strip_prefix("sha256:").unwrap_or(&file.sha256);
-        return Ok(ServedModel {
-            digest: format!("sha256:{hex}"),
-            quantization: None,
-            source: format!("gguf/{}", file.path),
-            uri: file.path.clone(),
-        });
-    }
-    let Some(reference) = &ms.spec.model.training_run_ref else {
-        return Err("spec.model sets neither trainingRunRef nor gguf".into());
-    };
-    let Some(run) = run else {
-        return Err(format!("TrainingRun {} does not exist yet", reference.name));
-    };
-    // The newest GGUF the run has published, even while it retrains: the old model serves until a new one exists.
-    let files = run
-        .status
-        .as_ref()
-        .and_then(|s| s.artifacts.as_ref())
-        .map(|a| a.gguf.as_slice())
-        .unwrap_or_default();
-    match files.iter().find(|g| g.quantization == reference.quantization) {
-        Some(g) => Ok(ServedModel {
-            digest: g.digest.clone(),
-            quantization: Some(g.quantization),
-            source: format!("trainingrun/{}", reference.name),
-            uri: g.uri.clone(),
-        }),
-        None if files.is_empty() => Err(format!("TrainingRun {} has no GGUF yet", reference.name)),
-        None => Err(format!(
-            "TrainingRun {} produced no {} GGUF (it has {}); add it to its spec.export.gguf",
-            reference.name,
-            reference.quantization.as_str(),
-            files
-                .iter()
-                .map(|g| g.quantization.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
-    }
+    ms.spec.model.resolve(run)
 }
 
 /// Entry point for the controller runtime.
@@ -100,7 +59,14 @@ pub async fn reconcile(ms: Arc<ModelServing>, ctx: Arc<Context>) -> Result<Actio
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
     let policies: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), &ns);
 
-    let config = build::config_map(&ms, &model);
+    let config = match build::config_map(&ms, &model) {
+        Ok(config) => config,
+        Err(why) => {
+            let status = stalled_status(&ms, &why, &now());
+            update_status(&ctx, &api, ms.as_ref(), &status).await?;
+            return Ok(Action::await_change());
+        }
+    };
     ensure(&config_maps, &config).await?;
     let deployment = ensure(&deployments, &build::deployment(&ms, &model, &config, &ctx.settings)).await?;
     ensure(&services, &build::service(&ms)).await?;
@@ -124,8 +90,16 @@ pub async fn reconcile(ms: Arc<ModelServing>, ctx: Arc<Context>) -> Result<Actio
         (None, None) => {}
     }
 
-    let status = next_status(&ms, &model, &deployment, &now());
-    let serving = status.phase.as_deref() == Some("Serving");
+    let mut status = next_status(&ms, &model, &deployment, &now());
+    // A newer model held back by its evaluation: the one serving stays, and the status says why.
+    if let Some(note) = crate::api::model_serving::held_back(&ms.spec.model, run.as_ref()) {
+        for c in status.conditions.iter_mut().filter(|c| c.status == "True") {
+            if !c.message.contains(&note) {
+                c.message = format!("{}; {note}", c.message);
+            }
+        }
+    }
+    let serving = status.phase == Some(Phase::Serving);
     update_status(&ctx, &api, ms.as_ref(), &status).await?;
     Ok(if serving {
         Action::await_change()
@@ -138,12 +112,30 @@ fn waiting_status(ms: &ModelServing, why: &str, now: &Time) -> ModelServingStatu
     let mut status = ms.status.clone().unwrap_or_default();
     status.observed_generation = ms.metadata.generation;
     if status.served_model.is_none() {
-        status.phase = Some("Pending".into());
+        status.phase = Some(Phase::Pending);
     }
     set_health(
         &mut status.conditions,
         Health::Reconciling,
         reason::WAITING_FOR_TRAINING_RUN,
+        why,
+        ms.metadata.generation,
+        now,
+    );
+    status
+}
+
+/// A spec that cannot be served as it is: Stalled until it changes; the model already serving stays.
+fn stalled_status(ms: &ModelServing, why: &str, now: &Time) -> ModelServingStatus {
+    let mut status = ms.status.clone().unwrap_or_default();
+    status.observed_generation = ms.metadata.generation;
+    if status.served_model.is_none() {
+        status.phase = Some(Phase::Failed);
+    }
+    set_health(
+        &mut status.conditions,
+        Health::Stalled,
+        reason::INVALID_SPEC,
         why,
         ms.metadata.generation,
         now,
@@ -182,24 +174,19 @@ pub fn next_status(ms: &ModelServing, model: &ServedModel, deployment: &Deployme
             "{} replica(s) serve {} ({})",
             status.ready_replicas,
             ms.spec.model_name,
-            short(&model.digest)
+            model.digest.short()
         );
-        ("Serving", Health::Ready, reason::MODEL_SERVED, message)
+        (Phase::Serving, Health::Ready, reason::MODEL_SERVED, message)
     } else {
         let updated = deployment.status.as_ref().and_then(|s| s.updated_replicas).unwrap_or(0);
         let message = format!(
             "rolling out {}: {updated}/{replicas} replicas updated, {} ready",
-            short(&model.digest),
+            model.digest.short(),
             status.ready_replicas
         );
-        ("RollingOut", Health::Reconciling, reason::ROLLING_OUT, message)
+        (Phase::RollingOut, Health::Reconciling, reason::ROLLING_OUT, message)
     };
-    status.phase = Some(phase.to_string());
+    status.phase = Some(phase);
     set_health(&mut status.conditions, health, why, &message, generation, now);
     status
-}
-
-fn short(digest: &str) -> &str {
-    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-    &hex[..hex.len().min(12)]
 }

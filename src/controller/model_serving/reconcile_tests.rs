@@ -31,15 +31,19 @@ fn serving_json() -> Value {
     })
 }
 
+/// A run whose attempt 1 made these GGUF files and passed its evaluation.
 fn run_with_gguf(digest: &str) -> Value {
+    let gguf = json!([
+        {"quantization": "Q8_0", "uri": "runs/ai/fw-llama/gguf/fw-llama-Q8_0.gguf", "digest": crate::contract::digest::fake("q8"), "sizeBytes": 8},
+        {"quantization": "Q4_K_M", "uri": "runs/ai/fw-llama/gguf/fw-llama-Q4_K_M.gguf", "digest": digest, "sizeBytes": 4}
+    ]);
     json!({
         "apiVersion": "ai.fireweave.io/v1alpha1", "kind": "TrainingRun",
         "metadata": {"name": "fw-llama", "namespace": "ai", "uid": "uid-tr", "generation": 1},
         "spec": {"baseModel": {"path": "models/base"}, "datasetRef": {"name": "fw"}},
-        "status": {"phase": "Succeeded", "attempt": 1, "artifacts": {"gguf": [
-            {"quantization": "Q8_0", "uri": "runs/ai/fw-llama/gguf/fw-llama-Q8_0.gguf", "digest": "sha256:q8", "sizeBytes": 8},
-            {"quantization": "Q4_K_M", "uri": "runs/ai/fw-llama/gguf/fw-llama-Q4_K_M.gguf", "digest": digest, "sizeBytes": 4}
-        ]}}
+        "status": {"phase": "Succeeded", "attempt": 1, "artifacts": {"gguf": gguf, "chatFormat": "llama3"},
+                   "evaluation": {"passed": true},
+                   "passed": {"attempt": 1, "gguf": gguf, "chatFormat": "llama3"}}
     })
 }
 
@@ -87,7 +91,7 @@ async fn waits_for_gguf_then_rolls_out_and_then_writes_nothing() {
         )
     );
 
-    fake.insert(run_with_gguf("sha256:v1"));
+    fake.insert(run_with_gguf(&crate::contract::digest::fake("v1")));
     reconcile_at::<ModelServing, _, _>(&fake, MS, &ctx, reconcile).await;
     let requests = fake.take_requests();
     assert_eq!(
@@ -108,10 +112,10 @@ async fn waits_for_gguf_then_rolls_out_and_then_writes_nothing() {
     );
     // Bodies are the builders' objects for the resolved model.
     let ms: ModelServing = serde_json::from_value(serving_json()).expect("ms");
-    let run: TrainingRun = serde_json::from_value(run_with_gguf("sha256:v1")).expect("run");
+    let run: TrainingRun = serde_json::from_value(run_with_gguf(&crate::contract::digest::fake("v1"))).expect("run");
     let model = wanted_model(&ms, Some(&run)).expect("model");
     assert_eq!(model.uri, "runs/ai/fw-llama/gguf/fw-llama-Q4_K_M.gguf");
-    let cm = build::config_map(&ms, &model);
+    let cm = build::config_map(&ms, &model).unwrap();
     assert_eq!(requests[2].body, Some(serde_json::to_value(&cm).expect("cm")));
     assert_eq!(
         requests[4].body,
@@ -139,10 +143,13 @@ async fn waits_for_gguf_then_rolls_out_and_then_writes_nothing() {
         (status["phase"].as_str(), status["readyReplicas"].as_i64()),
         (Some("Serving"), Some(2))
     );
-    assert_eq!(status["servedModel"]["digest"], "sha256:v1");
+    assert_eq!(status["servedModel"]["digest"], crate::contract::digest::fake("v1"));
     assert_eq!(
         condition(&status, "Ready")["message"],
-        "2 replica(s) serve network-security-expert (v1)"
+        format!(
+            "2 replica(s) serve network-security-expert ({})",
+            crate::contract::Digest::of("v1").short()
+        )
     );
     fake.take_requests();
 
@@ -155,16 +162,16 @@ async fn waits_for_gguf_then_rolls_out_and_then_writes_nothing() {
 async fn a_new_gguf_rolls_out_while_the_old_digest_keeps_serving() {
     let fake = FakeApiServer::new();
     fake.insert(serving_json());
-    fake.insert(run_with_gguf("sha256:v1"));
+    fake.insert(run_with_gguf(&crate::contract::digest::fake("v1")));
     let ctx = ctx(&fake);
     reconcile_at::<ModelServing, _, _>(&fake, MS, &ctx, reconcile).await;
     deployment_settles(&fake, 2);
     reconcile_at::<ModelServing, _, _>(&fake, MS, &ctx, reconcile).await;
-    assert_eq!(template_digest(&fake), "sha256:v1");
+    assert_eq!(template_digest(&fake), crate::contract::digest::fake("v1"));
 
     // The run retrained: a new Q4_K_M digest. The pod template changes (a rolling update with surge and no
     // unavailability) but status keeps naming v1 until the Deployment has rolled v2 out everywhere.
-    fake.insert(run_with_gguf("sha256:v2"));
+    fake.insert(run_with_gguf(&crate::contract::digest::fake("v2")));
     fake.take_requests();
     reconcile_at::<ModelServing, _, _>(&fake, MS, &ctx, reconcile).await;
     let requests = fake.take_requests();
@@ -173,7 +180,7 @@ async fn a_new_gguf_rolls_out_while_the_old_digest_keeps_serving() {
         "{:?}",
         calls(&requests)
     );
-    assert_eq!(template_digest(&fake), "sha256:v2");
+    assert_eq!(template_digest(&fake), crate::contract::digest::fake("v2"));
     let strategy = fake.get(DEPLOY).expect("d")["spec"]["strategy"].clone();
     assert_eq!(
         strategy,
@@ -190,11 +197,14 @@ async fn a_new_gguf_rolls_out_while_the_old_digest_keeps_serving() {
     let status = status_at(&fake, MS);
     assert_eq!(
         (status["phase"].as_str(), status["servedModel"]["digest"].as_str()),
-        (Some("RollingOut"), Some("sha256:v1"))
+        (Some("RollingOut"), Some(crate::contract::digest::fake("v1").as_str()))
     );
     assert_eq!(
         condition(&status, "Reconciling")["message"],
-        "rolling out v2: 1/2 replicas updated, 2 ready"
+        format!(
+            "rolling out {}: 1/2 replicas updated, 2 ready",
+            crate::contract::Digest::of("v2").short()
+        )
     );
 
     let mut d = fake.get(DEPLOY).expect("d");
@@ -204,7 +214,7 @@ async fn a_new_gguf_rolls_out_while_the_old_digest_keeps_serving() {
     let status = status_at(&fake, MS);
     assert_eq!(
         (status["phase"].as_str(), status["servedModel"]["digest"].as_str()),
-        (Some("Serving"), Some("sha256:v2"))
+        (Some("Serving"), Some(crate::contract::digest::fake("v2").as_str()))
     );
 }
 
@@ -214,7 +224,7 @@ async fn a_missing_quantization_is_explained_and_clearing_clients_removes_the_po
     let mut ms = serving_json();
     ms["spec"]["model"]["trainingRunRef"]["quantization"] = json!("Q5_K_M");
     fake.insert(ms);
-    fake.insert(run_with_gguf("sha256:v1"));
+    fake.insert(run_with_gguf(&crate::contract::digest::fake("v1")));
     let ctx = ctx(&fake);
     reconcile_at::<ModelServing, _, _>(&fake, MS, &ctx, reconcile).await;
     assert_eq!(
@@ -269,7 +279,7 @@ async fn a_malformed_object_fails_alone() {
         "invalid_object"
     );
     fake.insert(serving_json());
-    fake.insert(run_with_gguf("sha256:v1"));
+    fake.insert(run_with_gguf(&crate::contract::digest::fake("v1")));
     reconcile_at::<ModelServing, _, _>(&fake, MS, &ctx, reconcile).await;
     assert!(fake.get(DEPLOY).is_some());
 }

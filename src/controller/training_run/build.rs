@@ -10,51 +10,26 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
-use serde::Serialize;
 
 use crate::api::{ArtifactRef, TrainingRun, TrainingRunSpec};
+use crate::contract::Digest;
+use crate::contract::annotations;
+use crate::contract::document::render;
 use crate::controller::config::Settings;
 use crate::controller::dataset::build::metrics_port;
 use crate::controller::security::{container_security_context, pod_security_context};
 use crate::controller::workload::{
-    ARTIFACTS_DIR, SPEC_DIR, artifacts_volume, child_meta, digest_of, empty_dir, env, labels, mount,
-    resource_requirements, spec_config_map, spec_document, spec_volume,
+    ARTIFACTS_DIR, SPEC_DIR, artifacts_volume, child_meta, empty_dir, env, labels, mount, resource_requirements,
+    spec_config_map, spec_volume,
 };
 
 pub const COMPONENT: &str = "training";
-/// Annotations in spec.json telling the trainer which dataset build to read.
-pub const DATASET_URI_ANNOTATION: &str = "ai.fireweave.io/dataset-uri";
-pub const DATASET_DIGEST_ANNOTATION: &str = "ai.fireweave.io/dataset-digest";
 /// Preempted or evicted Pods do not count; this bounds real failures (a crash, OOM) per attempt.
 pub const BACKOFF_LIMIT: i32 = 3;
 
-/// The inputs whose change means the model must be trained again. Placement (`resources`) and retention
-/// are left out: moving a run to another node pool is not a reason to throw away its training.
-#[derive(Serialize)]
-struct TrainingInputs<'a> {
-    #[serde(rename = "baseModel")]
-    base_model: &'a crate::api::training_run::BaseModel,
-    lora: &'a crate::api::training_run::LoraSpec,
-    #[serde(rename = "baseQuantization")]
-    base_quantization: crate::api::training_run::BaseQuantization,
-    hyperparameters: &'a crate::api::training_run::Hyperparameters,
-    #[serde(rename = "checkpointEverySteps")]
-    checkpoint_every_steps: u32,
-    export: &'a crate::api::training_run::Export,
-    dataset: &'a str,
-}
-
-/// Fingerprint of what the attempt trains: equal fingerprints, same model.
-pub fn inputs_digest(spec: &TrainingRunSpec, dataset: &ArtifactRef) -> String {
-    digest_of(&TrainingInputs {
-        base_model: &spec.base_model,
-        lora: &spec.lora,
-        base_quantization: spec.base_quantization,
-        hyperparameters: &spec.hyperparameters,
-        checkpoint_every_steps: spec.checkpoint_every_steps,
-        export: &spec.export,
-        dataset: &dataset.digest,
-    })
+/// Fingerprint of what the attempt produces: equal fingerprints, same model and files.
+pub fn inputs_digest(spec: &TrainingRunSpec, dataset: &ArtifactRef) -> Digest {
+    crate::contract::fingerprint::produced(spec, &dataset.digest)
 }
 
 /// Job and ConfigMap name of attempt `attempt`.
@@ -62,20 +37,20 @@ pub fn job_name(tr: &TrainingRun, attempt: u32) -> String {
     format!("{}-attempt-{attempt}", tr.name_any())
 }
 
-fn annotations(dataset: &ArtifactRef) -> BTreeMap<String, String> {
+fn worker_annotations(dataset: &ArtifactRef) -> BTreeMap<String, String> {
     BTreeMap::from([
-        (DATASET_URI_ANNOTATION.to_string(), dataset.uri.clone()),
-        (DATASET_DIGEST_ANNOTATION.to_string(), dataset.digest.clone()),
+        (annotations::DATASET_URI.to_string(), dataset.uri.clone()),
+        (annotations::DATASET_DIGEST.to_string(), dataset.digest.to_string()),
     ])
 }
 
 /// The ConfigMap with `spec.json`, annotated with the dataset build this attempt uses.
 pub fn config_map(tr: &TrainingRun, attempt: u32, dataset: &ArtifactRef) -> ConfigMap {
-    let doc = spec_document(tr, &tr.spec, &annotations(dataset));
+    let doc = render(tr, &tr.spec, &worker_annotations(dataset));
     spec_config_map(child_meta(tr, &job_name(tr, attempt), COMPONENT), &doc)
 }
 
-/// The Job of one attempt: `train` as an init container on the GPU, then `quantize` without one.
+/// The Job of one attempt: `train` on the GPU, then `quantize` and `evaluate` without one.
 pub fn job(tr: &TrainingRun, attempt: u32, dataset: &ArtifactRef, settings: &Settings) -> Job {
     let name = job_name(tr, attempt);
     let r = &tr.spec.resources;
@@ -100,7 +75,7 @@ pub fn job(tr: &TrainingRun, attempt: u32, dataset: &ArtifactRef, settings: &Set
     let mut envs = vec![
         env("FIREWEAVE_LOG_JSON", "true"),
         env("FIREWEAVE_DATASET_URI", &dataset.uri),
-        env("FIREWEAVE_DATASET_DIGEST", &dataset.digest),
+        env("FIREWEAVE_DATASET_DIGEST", &dataset.digest.to_string()),
     ];
     if let Some(secret) = tr
         .spec
@@ -134,16 +109,23 @@ pub fn job(tr: &TrainingRun, attempt: u32, dataset: &ArtifactRef, settings: &Set
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Default::default()
     };
-    let quantize = Container {
-        name: "quantize".into(),
+    let step = |name: &str| Container {
+        name: name.into(),
         image: Some(settings.trainer_image.clone()),
-        args: Some(args("quantize")),
-        env: Some(envs),
+        args: Some(args(name)),
+        env: Some(envs.clone()),
         resources: Some(resource_requirements(r, 0)),
-        volume_mounts: Some(mounts),
+        volume_mounts: Some(mounts.clone()),
         security_context: Some(container_security_context()),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Default::default()
+    };
+    // Init containers run one after another and the main container after them all: train, quantize, then
+    // evaluate (or train, then quantize, without an evaluation).
+    let (init, main) = if tr.spec.evaluation.enabled {
+        (vec![train, step("quantize")], step("evaluate"))
+    } else {
+        (vec![train], step("quantize"))
     };
     Job {
         metadata: child_meta(tr, &name, COMPONENT),
@@ -174,8 +156,8 @@ pub fn job(tr: &TrainingRun, attempt: u32, dataset: &ArtifactRef, settings: &Set
                     node_selector: (!r.node_selector.is_empty()).then(|| r.node_selector.clone()),
                     tolerations: (!r.tolerations.is_empty()).then(|| r.tolerations.clone()),
                     priority_class_name: r.priority_class_name.clone(),
-                    init_containers: Some(vec![train]),
-                    containers: vec![quantize],
+                    init_containers: Some(init),
+                    containers: vec![main],
                     volumes: Some(vec![
                         spec_volume(&name),
                         artifacts_volume(&settings.artifact_pvc, false),

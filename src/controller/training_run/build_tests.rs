@@ -26,7 +26,7 @@ fn run() -> TrainingRun {
 fn dataset() -> ArtifactRef {
     ArtifactRef {
         uri: "datasets/ai/fw/sha256-abc".into(),
-        digest: "sha256:abc".into(),
+        digest: crate::contract::Digest::of("abc"),
     }
 }
 
@@ -51,7 +51,7 @@ fn gpu_placement_and_steps_of_the_job() {
     let env = json!([
         {"name": "FIREWEAVE_LOG_JSON", "value": "true"},
         {"name": "FIREWEAVE_DATASET_URI", "value": "datasets/ai/fw/sha256-abc"},
-        {"name": "FIREWEAVE_DATASET_DIGEST", "value": "sha256:abc"},
+        {"name": "FIREWEAVE_DATASET_DIGEST", "value": crate::contract::digest::fake("abc")},
         {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"key": "token", "name": "hf"}}}
     ]);
     let mounts = json!([
@@ -64,6 +64,18 @@ fn gpu_placement_and_steps_of_the_job() {
         "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}, "privileged": false,
         "readOnlyRootFilesystem": true, "runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}
     });
+    let cpu_step = |name: &str| {
+        json!({
+            "args": [name, "--spec", "/etc/fireweave/spec.json", "--artifacts", "/artifacts"],
+            "env": env,
+            "image": "fireweave-ai-trainer:test",
+            "name": name,
+            "resources": {"limits": {"memory": "48Gi"}, "requests": {"cpu": "8", "memory": "48Gi"}},
+            "securityContext": hardened,
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+            "volumeMounts": mounts
+        })
+    };
     assert_eq!(
         pod["initContainers"],
         json!([{
@@ -76,21 +88,17 @@ fn gpu_placement_and_steps_of_the_job() {
             "securityContext": hardened,
             "terminationMessagePolicy": "FallbackToLogsOnError",
             "volumeMounts": mounts
-        }])
+        }, cpu_step("quantize")])
     );
-    assert_eq!(
-        pod["containers"],
-        json!([{
-            "args": ["quantize", "--spec", "/etc/fireweave/spec.json", "--artifacts", "/artifacts"],
-            "env": env,
-            "image": "fireweave-ai-trainer:test",
-            "name": "quantize",
-            "resources": {"limits": {"memory": "48Gi"}, "requests": {"cpu": "8", "memory": "48Gi"}},
-            "securityContext": hardened,
-            "terminationMessagePolicy": "FallbackToLogsOnError",
-            "volumeMounts": mounts
-        }])
-    );
+    // The evaluation runs last, after both; without one, quantize is the main container.
+    assert_eq!(pod["containers"], json!([cpu_step("evaluate")]));
+    let mut unevaluated = run();
+    unevaluated.spec.evaluation.enabled = false;
+    let job2 =
+        serde_json::to_value(super::build::job(&unevaluated, 2, &dataset(), &Settings::example())).expect("serializes");
+    let pod2 = &job2["spec"]["template"]["spec"];
+    assert_eq!(pod2["containers"], json!([cpu_step("quantize")]));
+    assert_eq!(pod2["initContainers"].as_array().map(Vec::len), Some(1));
     assert_eq!(
         pod["securityContext"],
         json!({"fsGroup": 65532, "runAsGroup": 65532, "runAsNonRoot": true, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}})
@@ -120,7 +128,10 @@ fn gpu_defaults_to_one_when_unset() {
 fn spec_json_names_the_dataset_build() {
     let cm = config_map(&run(), 1, &dataset());
     let doc: serde_json::Value = serde_json::from_str(&cm.data.expect("data")["spec.json"]).expect("JSON");
-    assert_eq!(doc["metadata"]["annotations"][DATASET_DIGEST_ANNOTATION], "sha256:abc");
+    assert_eq!(
+        doc["metadata"]["annotations"][crate::contract::annotations::DATASET_DIGEST],
+        crate::contract::digest::fake("abc")
+    );
     assert_eq!(doc["spec"]["hyperparameters"]["learningRate"], 2e-4);
     assert_eq!(doc["spec"]["export"]["gguf"], json!(["Q4_K_M", "Q5_K_M", "Q8_0"]));
     assert_eq!(doc["spec"]["baseQuantization"], "nf4");
@@ -140,7 +151,7 @@ fn retraining_is_needed_for_training_inputs_only() {
     lr.spec.hyperparameters.learning_rate = 1e-4;
     assert_ne!(inputs_digest(&lr.spec, &dataset()), base);
     let newer = ArtifactRef {
-        digest: "sha256:def".into(),
+        digest: crate::contract::Digest::of("def"),
         ..dataset()
     };
     assert_ne!(inputs_digest(&run().spec, &newer), base, "a new dataset build retrains");

@@ -12,12 +12,12 @@ use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
 use super::{build, progress};
-use crate::api::conditions::{Health, is_true, reason, set_health};
-use crate::api::training_run::{QuantizeResult, TrainResult, TrainingArtifacts};
+use crate::api::conditions::{EVALUATED, Health, Phase, is_true, now, reason, set_condition, set_health};
+use crate::api::training_run::{PassedArtifacts, TrainingArtifacts};
 use crate::api::{ArtifactRef, ArtifactRetention, Dataset, TrainingRun, TrainingRunStatus};
+use crate::contract::{Digest, EvaluateResult, QuantizeResult, TrainResult};
 use crate::controller::apply::{ensure, update_status};
 use crate::controller::context::{Context, Error, kube_err};
-use crate::controller::dataset::reconcile::now;
 use crate::controller::finalizer;
 use crate::controller::job_status::{JobOutcome, container_result, disrupted_pods, outcome, running_pod_ip};
 
@@ -38,7 +38,7 @@ pub async fn reconcile(tr: Arc<TrainingRun>, ctx: Arc<Context>) -> Result<Action
         finalizer::Step::Proceed => apply_run(&tr, &ctx, &ns, &api).await,
         finalizer::Step::Done => Ok(Action::await_change()),
         finalizer::Step::CleanUp => {
-            let folder = format!("runs/{ns}/{}", tr.name_any());
+            let folder = crate::contract::layout::run_dir(&ns, &tr.name_any());
             finalizer::remove_artifacts(&ctx.settings.artifact_mount, &folder, delete_artifacts)?;
             finalizer::release(&api, tr.as_ref()).await?;
             Ok(Action::await_change())
@@ -57,9 +57,9 @@ pub fn dataset_to_use(tr: &TrainingRun, dataset: Option<&Dataset>) -> Option<Art
 }
 
 /// The attempt the spec asks for: the current one while its inputs are unchanged, the next one otherwise.
-pub fn attempt_for(tr: &TrainingRun, inputs_digest: &str) -> u32 {
+pub fn attempt_for(tr: &TrainingRun, inputs_digest: &Digest) -> u32 {
     match tr.status.as_ref() {
-        Some(s) if s.attempt > 0 && s.inputs_digest.as_deref() == Some(inputs_digest) => s.attempt,
+        Some(s) if s.attempt > 0 && s.inputs_digest.as_ref() == Some(inputs_digest) => s.attempt,
         Some(s) => s.attempt + 1,
         None => 1,
     }
@@ -126,7 +126,7 @@ async fn apply_run(tr: &TrainingRun, ctx: &Context, ns: &str, api: &Api<Training
         pods: &pod_list.items,
     };
     let status = next_status(tr, &observed, metrics.as_deref(), &now());
-    let finished = matches!(status.phase.as_deref(), Some("Succeeded") | Some("Failed"));
+    let finished = status.phase.is_some_and(Phase::is_final);
     update_status(ctx, api, tr, &status).await?;
     Ok(if finished {
         Action::await_change()
@@ -141,19 +141,42 @@ async fn scrape(ctx: &Context, ip: &str) -> Option<String> {
     response.error_for_status().ok()?.text().await.ok()
 }
 
-/// Whether the running Pod is still in its `train` init container (rather than quantizing).
+/// The step the running Pod is in: its first container (init containers first, in order) that has not
+/// finished successfully — `train`, `quantize` or `evaluate`.
+fn current_step(pods: &[Pod]) -> Option<String> {
+    // Not `phase == Running`: a kubelet reports the Pod Pending while `train` (an init container) runs.
+    let pod = pods.iter().find(|p| crate::controller::job_status::is_running(p))?;
+    let finished = |c: &&k8s_openapi::api::core::v1::ContainerStatus| {
+        c.state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .is_some_and(|t| t.exit_code == 0)
+    };
+    let spec = pod.spec.as_ref();
+    let order = spec
+        .and_then(|s| s.init_containers.as_ref())
+        .into_iter()
+        .flatten()
+        .chain(spec.map(|s| s.containers.iter()).into_iter().flatten())
+        .map(|c| c.name.as_str());
+    let status = pod.status.as_ref();
+    let statuses: Vec<&k8s_openapi::api::core::v1::ContainerStatus> = status
+        .and_then(|s| s.init_container_statuses.as_ref())
+        .into_iter()
+        .flatten()
+        .chain(status.and_then(|s| s.container_statuses.as_ref()).into_iter().flatten())
+        .collect();
+    let done = |name: &str| statuses.iter().filter(|c| c.name == name).any(&finished);
+    let mut names: Vec<&str> = order.collect();
+    if names.is_empty() {
+        // A Pod read without its spec: the statuses' own order is the containers' order.
+        names = statuses.iter().map(|c| c.name.as_str()).collect();
+    }
+    names.into_iter().find(|n| !done(n)).map(String::from)
+}
+
 fn training_now(pods: &[Pod]) -> bool {
-    pods.iter()
-        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-        .any(|p| {
-            let statuses = p.status.as_ref().and_then(|s| s.init_container_statuses.as_ref());
-            !statuses.into_iter().flatten().filter(|c| c.name == "train").any(|c| {
-                c.state
-                    .as_ref()
-                    .and_then(|s| s.terminated.as_ref())
-                    .is_some_and(|t| t.exit_code == 0)
-            })
-        })
+    current_step(pods).is_none_or(|s| s == "train")
 }
 
 fn waiting_status(tr: &TrainingRun, message: &str, now: &Time) -> TrainingRunStatus {
@@ -161,7 +184,7 @@ fn waiting_status(tr: &TrainingRun, message: &str, now: &Time) -> TrainingRunSta
     status.observed_generation = tr.metadata.generation;
     // A run that already trained keeps its phase and artifacts while its Dataset rebuilds.
     if status.attempt == 0 {
-        status.phase = Some("Pending".into());
+        status.phase = Some(Phase::Pending);
     }
     set_health(
         &mut status.conditions,
@@ -177,7 +200,7 @@ fn waiting_status(tr: &TrainingRun, message: &str, now: &Time) -> TrainingRunSta
 /// What one reconcile saw of the current attempt.
 pub struct Observed<'a> {
     pub attempt: u32,
-    pub inputs_digest: &'a str,
+    pub inputs_digest: &'a Digest,
     pub job_name: &'a str,
     pub dataset: &'a ArtifactRef,
     pub job: &'a Job,
@@ -193,20 +216,24 @@ pub fn next_status(tr: &TrainingRun, seen: &Observed<'_>, metrics: Option<&str>,
         status.progress = None;
         status.final_loss = None;
         status.eval_loss = None;
+        status.evaluation = None;
+        status.restarts = 0;
     }
     status.observed_generation = generation;
     status.attempt = seen.attempt;
-    status.inputs_digest = Some(seen.inputs_digest.to_string());
+    status.inputs_digest = Some(*seen.inputs_digest);
     status.job_name = Some(seen.job_name.to_string());
     status.dataset = Some(seen.dataset.clone());
-    status.restarts = disrupted_pods(seen.pods);
+    // An evicted Pod is deleted once the Job controller has accounted for it, so a later reconcile no longer
+    // lists it: the count of this attempt's replaced Pods only grows.
+    status.restarts = status.restarts.max(disrupted_pods(seen.pods));
     if let Some(p) = metrics.and_then(progress::from_metrics) {
         status.progress = Some(p);
     }
     let job = seen.job_name;
     let (phase, health, why, message) = match outcome(seen.job, seen.pods) {
         JobOutcome::Pending => (
-            "Pending",
+            Phase::Pending,
             Health::Reconciling,
             reason::JOB_PENDING,
             format!("Job {job} is waiting for a GPU node"),
@@ -218,23 +245,32 @@ pub fn next_status(tr: &TrainingRun, seen: &Observed<'_>, metrics: Option<&str>,
                 .map(|p| format!(" (step {})", p.display))
                 .unwrap_or_default();
             (
-                "Training",
+                Phase::Training,
                 Health::Reconciling,
                 reason::TRAINING,
                 format!("attempt {} is training{at}", seen.attempt),
             )
         }
+        JobOutcome::Running if current_step(seen.pods).as_deref() == Some("evaluate") => (
+            Phase::Evaluating,
+            Health::Reconciling,
+            reason::EVALUATING,
+            format!(
+                "attempt {} is evaluating its GGUF files on the eval split",
+                seen.attempt
+            ),
+        ),
         JobOutcome::Running => (
-            "Quantizing",
+            Phase::Quantizing,
             Health::Reconciling,
             reason::QUANTIZING,
             format!("attempt {} is writing GGUF files", seen.attempt),
         ),
-        JobOutcome::Failed(why) => ("Failed", Health::Stalled, reason::JOB_FAILED, why),
-        JobOutcome::Succeeded => match results(seen.pods) {
-            Ok((train, quantize)) => {
+        JobOutcome::Failed(why) => (Phase::Failed, Health::Stalled, reason::JOB_FAILED, why),
+        JobOutcome::Succeeded => match results(seen.pods, tr.spec.evaluation.enabled) {
+            Ok((train, quantize, evaluation)) => {
                 let files: Vec<&str> = quantize.gguf.iter().map(|g| g.quantization.as_str()).collect();
-                let message = format!(
+                let mut message = format!(
                     "trained {} steps, final loss {}; GGUF: {}",
                     train.steps,
                     fmt_loss(train.final_loss),
@@ -247,17 +283,56 @@ pub fn next_status(tr: &TrainingRun, seen: &Observed<'_>, metrics: Option<&str>,
                     p.total_steps = p.total_steps.max(p.step);
                     p.display = format!("{}/{} (100%)", p.step, p.total_steps);
                 }
-                status.artifacts = Some(TrainingArtifacts {
+                let artifacts = TrainingArtifacts {
                     adapter: Some(train.adapter),
                     merged: train.merged,
                     gguf: quantize.gguf,
-                });
-                ("Succeeded", Health::Ready, reason::SUCCEEDED, message)
+                    chat_format: train.chat_format,
+                };
+                let outcome = match evaluation {
+                    None => (Phase::Succeeded, Health::Ready, reason::SUCCEEDED),
+                    Some(e) if e.passed => {
+                        status.passed = Some(PassedArtifacts {
+                            attempt: seen.attempt,
+                            gguf: artifacts.gguf.clone(),
+                            chat_format: artifacts.chat_format,
+                        });
+                        set_condition(
+                            &mut status.conditions,
+                            EVALUATED,
+                            true,
+                            reason::GATE_PASSED,
+                            evaluation_summary(&e),
+                            generation,
+                            now,
+                        );
+                        message.push_str(&format!("; evaluation passed ({})", evaluation_summary(&e)));
+                        status.evaluation = Some(e);
+                        (Phase::Succeeded, Health::Ready, reason::SUCCEEDED)
+                    }
+                    Some(e) => {
+                        let why = format!("evaluation gate failed: {}", e.failures.join("; "));
+                        set_condition(
+                            &mut status.conditions,
+                            EVALUATED,
+                            false,
+                            reason::GATE_FAILED,
+                            &why,
+                            generation,
+                            now,
+                        );
+                        message = why;
+                        status.evaluation = Some(e);
+                        (Phase::Failed, Health::Stalled, reason::GATE_FAILED)
+                    }
+                };
+                status.artifacts = Some(artifacts);
+                (outcome.0, outcome.1, outcome.2, message)
             }
-            Err(e) => ("Failed", Health::Stalled, reason::RESULT_UNREADABLE, e.to_string()),
+            Err(e) => (Phase::Failed, Health::Stalled, reason::RESULT_UNREADABLE, e.to_string()),
         },
     };
-    status.phase = Some(phase.to_string());
+    status.phase = Some(phase);
     set_health(&mut status.conditions, health, why, &message, generation, now);
     status
 }
@@ -266,6 +341,35 @@ fn fmt_loss(loss: Option<f64>) -> String {
     loss.map(|l| format!("{l:.4}")).unwrap_or_else(|| "n/a".into())
 }
 
-fn results(pods: &[Pod]) -> Result<(TrainResult, QuantizeResult), crate::controller::job_status::ResultError> {
-    Ok((container_result(pods, "train")?, container_result(pods, "quantize")?))
+type Results = (TrainResult, QuantizeResult, Option<EvaluateResult>);
+
+fn results(pods: &[Pod], evaluated: bool) -> Result<Results, crate::controller::job_status::ResultError> {
+    let evaluation = if evaluated {
+        Some(container_result(pods, "evaluate")?)
+    } else {
+        None
+    };
+    Ok((
+        container_result(pods, "train")?,
+        container_result(pods, "quantize")?,
+        evaluation,
+    ))
+}
+
+/// The headline figures of an evaluation, for messages: the adapter's eval loss against the base model's
+/// and each GGUF's increase.
+fn evaluation_summary(e: &EvaluateResult) -> String {
+    let mut parts = vec![format!(
+        "eval loss {} (base {})",
+        fmt_loss(e.adapter.loss),
+        fmt_loss(e.base.loss)
+    )];
+    for g in &e.gguf {
+        parts.push(format!(
+            "{} {}",
+            g.quantization,
+            g.loss_increase.map_or_else(|| "n/a".into(), |i| format!("{i:+.4}"))
+        ));
+    }
+    parts.join(", ")
 }

@@ -53,9 +53,12 @@ fn set_job_status(fake: &FakeApiServer, path: &str, status: Value) {
     fake.insert(job);
 }
 
+/// A Pod of an attempt's Job: train and quantize as init containers, evaluate as the main one.
 fn pod(name: &str, job: &str, status: Value) -> Value {
     json!({"apiVersion": "v1", "kind": "Pod",
-           "metadata": {"name": name, "namespace": "ai", "labels": {"job-name": job}}, "status": status})
+           "metadata": {"name": name, "namespace": "ai", "labels": {"job-name": job}},
+           "spec": {"initContainers": [{"name": "train"}, {"name": "quantize"}], "containers": [{"name": "evaluate"}]},
+           "status": status})
 }
 
 fn terminated(name: &str, code: i32, reason: &str, message: &str) -> Value {
@@ -122,7 +125,7 @@ async fn waits_for_the_dataset_then_creates_the_attempt_and_then_writes_nothing(
     assert_eq!(calls(&fake.take_requests()), [format!("GET {DS}")]);
 
     // The Dataset is Ready: attempt 1's ConfigMap and Job, exactly as the builders make them.
-    fake.insert(ready_dataset("sha256:d1"));
+    fake.insert(ready_dataset(&crate::contract::digest::fake("d1")));
     reconcile_at::<TrainingRun, _, _>(&fake, TR, &ctx, reconcile).await;
     let requests = fake.take_requests();
     let cm = "/api/v1/namespaces/ai/configmaps/fw-llama-attempt-1";
@@ -140,8 +143,8 @@ async fn waits_for_the_dataset_then_creates_the_attempt_and_then_writes_nothing(
     );
     let tr: TrainingRun = serde_json::from_value(run_json("Retain")).expect("run");
     let artifact = crate::api::ArtifactRef {
-        uri: "datasets/ai/fw/sha256:d1".into(),
-        digest: "sha256:d1".into(),
+        uri: format!("datasets/ai/fw/{}", crate::contract::digest::fake("d1")),
+        digest: crate::contract::Digest::of("d1"),
     };
     let job = serde_json::to_value(super::build::job(&tr, 1, &artifact, &ctx.settings)).expect("job");
     assert_eq!(requests[4].body.as_ref(), Some(&job));
@@ -150,7 +153,7 @@ async fn waits_for_the_dataset_then_creates_the_attempt_and_then_writes_nothing(
         (status["attempt"].as_u64(), status["jobName"].as_str()),
         (Some(1), Some("fw-llama-attempt-1"))
     );
-    assert_eq!(status["dataset"]["digest"], "sha256:d1");
+    assert_eq!(status["dataset"]["digest"], crate::contract::digest::fake("d1"));
     assert_eq!(condition(&status, "Reconciling")["reason"], "JobPending");
 
     reconcile_at::<TrainingRun, _, _>(&fake, TR, &ctx, reconcile).await;
@@ -162,7 +165,7 @@ async fn waits_for_the_dataset_then_creates_the_attempt_and_then_writes_nothing(
 async fn preempted_trainer_resumes_and_progress_continues_then_artifacts_land_in_status() {
     let fake = FakeApiServer::new();
     fake.insert(run_json("Retain"));
-    fake.insert(ready_dataset("sha256:d1"));
+    fake.insert(ready_dataset(&crate::contract::digest::fake("d1")));
     let dir = tempfile::tempdir().expect("tempdir");
     let metrics = Arc::new(Mutex::new(None));
     let ctx = ctx(&fake, dir.path(), metrics_server(metrics.clone()).await);
@@ -209,39 +212,56 @@ async fn preempted_trainer_resumes_and_progress_continues_then_artifacts_land_in
     );
     assert_eq!(status["attempt"], 1);
 
-    // p2 resumed from the step-40 checkpoint and goes on.
+    // p2 resumed from the step-40 checkpoint and goes on; p1 is gone (an evicted Pod is deleted once the Job
+    // controller has counted it; here it just no longer carries the Job's label) and still counts.
+    fake.insert(pod("p1", "another-job", json!({"phase": "Failed"})));
     *metrics.lock().expect("lock") =
         Some("fireweave_train_step 60\nfireweave_train_total_steps 100\nfireweave_train_loss 1.2\n".into());
     reconcile_at::<TrainingRun, _, _>(&fake, TR, &ctx, reconcile).await;
     let status = status_at(&fake, TR);
     assert_eq!(
-        (status["progress"]["step"].as_u64(), status["progress"]["loss"].as_f64()),
-        (Some(60), Some(1.2))
+        (
+            status["progress"]["step"].as_u64(),
+            status["progress"]["loss"].as_f64(),
+            status["restarts"].as_u64()
+        ),
+        (Some(60), Some(1.2), Some(1))
     );
 
-    // Train done, quantizing, then the Job completes: the workers' results become status.artifacts.
-    let train = json!({"adapter": {"uri": "runs/ai/fw-llama/adapter", "digest": "sha256:ad"}, "merged": {"uri": "runs/ai/fw-llama/merged", "digest": "sha256:me"},
-                       "finalLoss": 0.91, "evalLoss": 1.05, "steps": 100, "tokens": 81920});
-    let gguf = json!([{"quantization": "Q4_K_M", "uri": "runs/ai/fw-llama/gguf/fw-llama-Q4_K_M.gguf", "digest": "sha256:q4", "sizeBytes": 4920734016_u64}]);
+    // Train done, quantizing, evaluating, then the Job completes: the workers' results become
+    // status.artifacts, the evaluation status.evaluation, and the GGUF files passed ones.
+    let train = json!({"adapter": {"uri": "runs/ai/fw-llama/adapter", "digest": crate::contract::digest::fake("ad")}, "merged": {"uri": "runs/ai/fw-llama/merged", "digest": crate::contract::digest::fake("me")},
+                       "finalLoss": 0.91, "evalLoss": 1.05, "steps": 100, "tokens": 81920, "chatFormat": "llama3"});
+    let gguf = json!([{"quantization": "Q4_K_M", "uri": "runs/ai/fw-llama/gguf/fw-llama-Q4_K_M.gguf", "digest": crate::contract::digest::fake("q4"), "sizeBytes": 4920734016_u64}]);
+    let trained = terminated("train", 0, "Completed", &train.to_string());
+    let quantized = terminated("quantize", 0, "Completed", &json!({"gguf": gguf}).to_string());
     fake.insert(pod(
         "p2",
         job,
-        json!({"phase": "Running", "podIP": "127.0.0.1",
-        "initContainerStatuses": [terminated("train", 0, "Completed", &train.to_string())]}),
+        json!({"phase": "Running", "podIP": "127.0.0.1", "initContainerStatuses": [trained]}),
     ));
     reconcile_at::<TrainingRun, _, _>(&fake, TR, &ctx, reconcile).await;
     assert_eq!(status_at(&fake, TR)["phase"], "Quantizing");
+    fake.insert(pod(
+        "p2",
+        job,
+        json!({"phase": "Running", "podIP": "127.0.0.1", "initContainerStatuses": [trained, quantized]}),
+    ));
+    reconcile_at::<TrainingRun, _, _>(&fake, TR, &ctx, reconcile).await;
+    assert_eq!(status_at(&fake, TR)["phase"], "Evaluating");
     set_job_status(
         &fake,
         JOB1,
         json!({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}),
     );
+    let evaluation = json!({"passed": true, "base": {"loss": 1.4}, "adapter": {"loss": 1.05},
+        "gguf": [{"quantization": "Q4_K_M", "digest": crate::contract::digest::fake("q4"), "loss": 1.1,
+                  "lossIncrease": 0.05, "templateMatch": true}], "examples": 11});
     fake.insert(pod(
         "p2",
         job,
-        json!({"phase": "Succeeded",
-        "initContainerStatuses": [terminated("train", 0, "Completed", &train.to_string())],
-        "containerStatuses": [terminated("quantize", 0, "Completed", &json!({"gguf": gguf}).to_string())]}),
+        json!({"phase": "Succeeded", "initContainerStatuses": [trained, quantized],
+        "containerStatuses": [terminated("evaluate", 0, "Completed", &evaluation.to_string())]}),
     ));
     fake.take_requests();
     reconcile_at::<TrainingRun, _, _>(&fake, TR, &ctx, reconcile).await;
@@ -255,13 +275,65 @@ async fn preempted_trainer_resumes_and_progress_continues_then_artifacts_land_in
     assert_eq!(status["artifacts"]["gguf"], gguf);
     assert_eq!(status["artifacts"]["adapter"], train["adapter"]);
     assert_eq!(
+        status["passed"],
+        json!({"attempt": 1, "gguf": gguf, "chatFormat": "llama3"})
+    );
+    assert_eq!(status["evaluation"]["passed"], true);
+    assert_eq!(
         (status["finalLoss"].as_f64(), status["evalLoss"].as_f64()),
         (Some(0.91), Some(1.05))
     );
     assert_eq!(status["progress"]["display"], "100/100 (100%)");
     assert_eq!(
         condition(&status, "Ready")["message"],
-        "trained 100 steps, final loss 0.9100; GGUF: Q4_K_M"
+        "trained 100 steps, final loss 0.9100; GGUF: Q4_K_M; evaluation passed (eval loss 1.0500 (base 1.4000), Q4_K_M +0.0500)"
+    );
+    assert_eq!(condition(&status, "Evaluated")["reason"], "GatePassed");
+}
+
+/// A model that fails its evaluation gate is recorded, with why, and not handed to servings: the run is
+/// Stalled (Argo CD: Degraded), `passed` keeps the earlier attempt's files.
+#[tokio::test]
+async fn a_failed_gate_stalls_the_run_and_keeps_the_earlier_passed_model() {
+    let fake = FakeApiServer::new();
+    let mut run = run_json("Retain");
+    let earlier = json!([{"quantization": "Q4_K_M", "uri": "runs/ai/fw-llama/gguf/fw-llama-Q4_K_M.gguf", "digest": crate::contract::digest::fake("old"), "sizeBytes": 4}]);
+    run["status"] = json!({"attempt": 0, "passed": {"attempt": 7, "gguf": earlier, "chatFormat": "llama3"}});
+    fake.insert(run);
+    fake.insert(ready_dataset(&crate::contract::digest::fake("d1")));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ctx = ctx(&fake, dir.path(), 1);
+    reconcile_at::<TrainingRun, _, _>(&fake, TR, &ctx, reconcile).await;
+    let train = json!({"adapter": {"uri": "a", "digest": crate::contract::digest::fake("ad")}, "steps": 10, "chatFormat": "llama3"});
+    let gguf = json!([{"quantization": "Q4_K_M", "uri": "runs/ai/fw-llama/gguf/fw-llama-Q4_K_M.gguf", "digest": crate::contract::digest::fake("new"), "sizeBytes": 4}]);
+    let evaluation = json!({"passed": false, "failures": ["adapter eval loss 9.1000 is above the base model's 1.4000 by more than 0 (the run diverged)"],
+                            "base": {"loss": 1.4}, "adapter": {"loss": 9.1}});
+    set_job_status(
+        &fake,
+        JOB1,
+        json!({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}),
+    );
+    fake.insert(pod(
+        "p1",
+        "fw-llama-attempt-1",
+        json!({"phase": "Succeeded",
+        "initContainerStatuses": [terminated("train", 0, "Completed", &train.to_string()),
+                                  terminated("quantize", 0, "Completed", &json!({"gguf": gguf}).to_string())],
+        "containerStatuses": [terminated("evaluate", 0, "Completed", &evaluation.to_string())]}),
+    ));
+    reconcile_at::<TrainingRun, _, _>(&fake, TR, &ctx, reconcile).await;
+    let status = status_at(&fake, TR);
+    assert_eq!(status["phase"], "Failed");
+    assert_eq!(status["artifacts"]["gguf"], gguf, "the new files are recorded");
+    assert_eq!(status["passed"]["gguf"], earlier, "servings keep the files that passed");
+    assert_eq!(condition(&status, "Stalled")["reason"], "GateFailed");
+    assert_eq!(condition(&status, "Evaluated")["status"], "False");
+    assert!(
+        condition(&status, "Evaluated")["message"]
+            .as_str()
+            .unwrap()
+            .contains("the run diverged"),
+        "{status:#}"
     );
 }
 
@@ -269,7 +341,7 @@ async fn preempted_trainer_resumes_and_progress_continues_then_artifacts_land_in
 async fn failed_job_stalls_with_the_pods_reason() {
     let fake = FakeApiServer::new();
     fake.insert(run_json("Retain"));
-    fake.insert(ready_dataset("sha256:d1"));
+    fake.insert(ready_dataset(&crate::contract::digest::fake("d1")));
     let dir = tempfile::tempdir().expect("tempdir");
     let ctx = ctx(&fake, dir.path(), 1);
     reconcile_at::<TrainingRun, _, _>(&fake, TR, &ctx, reconcile).await;
@@ -310,7 +382,7 @@ async fn failed_job_stalls_with_the_pods_reason() {
 async fn a_retraining_change_starts_a_new_attempt_and_stops_the_old_one() {
     let fake = FakeApiServer::new();
     fake.insert(run_json("Retain"));
-    fake.insert(ready_dataset("sha256:d1"));
+    fake.insert(ready_dataset(&crate::contract::digest::fake("d1")));
     let dir = tempfile::tempdir().expect("tempdir");
     let ctx = ctx(&fake, dir.path(), 1);
     reconcile_at::<TrainingRun, _, _>(&fake, TR, &ctx, reconcile).await;
@@ -363,7 +435,7 @@ async fn deletion_with_and_without_retention() {
 
     let fake = FakeApiServer::new();
     fake.insert(run_json("Delete"));
-    fake.insert(ready_dataset("sha256:d1"));
+    fake.insert(ready_dataset(&crate::contract::digest::fake("d1")));
     let ctx = ctx(&fake, dir.path(), 1);
     reconcile_at::<TrainingRun, _, _>(&fake, TR, &ctx, reconcile).await;
     let requests = fake.take_requests();
@@ -391,7 +463,7 @@ async fn deletion_with_and_without_retention() {
 #[tokio::test]
 async fn a_malformed_object_fails_alone() {
     let fake = FakeApiServer::new();
-    fake.insert(ready_dataset("sha256:d1"));
+    fake.insert(ready_dataset(&crate::contract::digest::fake("d1")));
     let dir = tempfile::tempdir().expect("tempdir");
     let ctx = ctx(&fake, dir.path(), 1);
     let mut broken: TrainingRun = serde_json::from_value(run_json("Retain")).expect("run");
