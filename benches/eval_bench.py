@@ -41,7 +41,9 @@ longest = max(len(s) for s in sequences)
 def peer(path):
     model = llama_cpp.llama_model_load_from_file(path.encode(), llama_cpp.llama_model_default_params())
     cp = llama_cpp.llama_context_default_params()
-    cp.n_ctx = cp.n_batch = cp.n_ubatch = max(64, longest)
+    # The evaluate step's context settings (src/eval/llama.rs): the whole sequence in one batch, ubatches of 512.
+    cp.n_ctx = cp.n_batch = max(64, longest)
+    cp.n_ubatch = min(cp.n_batch, 512)
     cp.n_threads = cp.n_threads_batch = args.threads
     ctx = llama_cpp.llama_init_from_model(model, cp)
     mem = llama_cpp.llama_get_memory(ctx)

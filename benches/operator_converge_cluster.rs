@@ -264,11 +264,12 @@ async fn bench(cp: &'static ControlPlane, n: usize) {
     };
     let cpu_after: BTreeMap<String, f64> = pids.iter().map(|(k, p)| (k.clone(), cpu_seconds(*p))).collect();
     let metrics = rel.metrics("fireweave-ai-0").await;
-    let writes: Vec<AuditEvent> = cp_audit(cp)[audit_before..]
+    let operator_requests: Vec<AuditEvent> = cp_audit(cp)[audit_before..]
         .iter()
-        .filter(|e| e.user == rel.operator_user && e.is_write())
+        .filter(|e| e.user == rel.operator_user)
         .cloned()
         .collect();
+    let writes: Vec<AuditEvent> = operator_requests.iter().filter(|e| e.is_write()).cloned().collect();
 
     println!(
         "\n{n} TrainingRuns + {n} ModelServings in {NAMESPACES} namespaces (made-up workers, real control plane):"
@@ -315,6 +316,19 @@ async fn bench(cp: &'static ControlPlane, n: usize) {
             *count as f64 / resources
         );
     }
+    // Reads too: they are most of what the API server spends its CPU on besides the audit log itself.
+    let mut reads: BTreeMap<String, usize> = BTreeMap::new();
+    for r in operator_requests.iter().filter(|e| !e.is_write()) {
+        *reads.entry(format!("{} {}", r.verb, r.resource)).or_insert(0) += 1;
+    }
+    println!(
+        "  operator reads: {}",
+        reads
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     for (name, before) in &cpu_before {
         println!("  {name:<24} {:>7.1} CPU s", cpu_after[name] - before);
     }

@@ -19,7 +19,7 @@ cache="${FIREWEAVE_CACHE:-$HOME/.cache/fireweave-ai}"
 if [[ -f "$cache/.provisioned-run" ]]; then
   phase "provision: checking the cache (seconds)"
 else
-  phase "provision: Debian packages and libtorch (~4.7 GB download; about 5-10 min on a fresh machine)"
+  phase "provision: Debian packages and libtorch (a ~4.7 GB download: 1 min on the 2-core machine of the README, longer on a slow link)"
 fi
 bash scripts/provision.sh run
 # shellcheck source=scripts/env.sh
@@ -42,8 +42,8 @@ fi
 if [[ -x "$CARGO_TARGET_DIR/debug/fireweave-ai" ]]; then
   phase "build: cargo build (up to date: seconds; after a change: a few minutes)"
 else
-  phase "build: first cargo build, compiling llama.cpp and the libtorch bindings (about 20 min on 2 cores)"
+  phase "build: first cargo build, compiling llama.cpp and the libtorch bindings (about 13 min on 2 cores)"
 fi
 cargo build --locked --bin fireweave-ai
-phase "run: dataset → train → quantize → serve (fireweave-ai run examples/quickstart/)"
+phase "run: dataset → train → quantize → evaluate → serve (fireweave-ai run examples/quickstart/; about 4 min on 2 cores)"
 exec "$CARGO_TARGET_DIR/debug/fireweave-ai" run examples/quickstart/ --artifacts "$artifacts" "$@"

@@ -159,6 +159,9 @@ impl ControlPlane {
             .arg("--audit-log-format=json")
             // Written before the response goes out: a test that reads the log after a request finds it there.
             .arg("--audit-log-mode=blocking")
+            // One file for the whole run: rotation (100 MB by default) would hide the older events from a test
+            // or a benchmark that reads the log.
+            .arg("--audit-log-maxsize=1000000")
             .arg("--profiling=false")
             .arg("--v=1");
         daemons.push(Daemon::start(
