@@ -86,25 +86,35 @@ fn mount_script(launch: &Launch) -> String {
          ln -s /proc/self/fd/2 /dev/stderr; mkdir /dev/shm /dev/pts; mount -t tmpfs -o nosuid,nodev tmpfs /dev/shm\n",
         hd = quote(&host_dev.display().to_string())
     );
-    // Parents before children, as the kubelet orders them, so a nested mount is not hidden by its parent.
+    // Every host folder is bound into a staging folder on the new /dev first: a volume mounted over /tmp (the
+    // operator's emptyDir) would otherwise hide the host folders of the volumes after it whenever they live
+    // under /tmp themselves (a CARGO_TARGET_DIR there).
+    let stage = "/dev/.fireweave-volumes";
+    s += &format!("mkdir -m 700 {stage}\n");
     let mut mounts = launch.mounts.clone();
+    // Parents before children, as the kubelet orders them, so a nested mount is not hidden by its parent.
     mounts.sort_by_key(|m| m.path.matches('/').count());
-    for m in &mounts {
-        let (host, path) = (quote(&m.host.display().to_string()), quote(&m.path));
+    for (i, m) in mounts.iter().enumerate() {
+        let host = quote(&m.host.display().to_string());
+        s += &format!(
+            "if [ -d {host} ]; then mkdir {stage}/{i}; else : > {stage}/{i}; fi\nmount --bind {host} {stage}/{i}\n"
+        );
+    }
+    let term_log = quote(&launch.termination_log.display().to_string());
+    s += &format!(": > {stage}/term\nmount --bind {term_log} {stage}/term\n");
+    for (i, m) in mounts.iter().enumerate() {
+        let (staged, path) = (format!("{stage}/{i}"), quote(&m.path));
         // A mount point that does not exist yet is made, as a runtime makes it in the image's root.
         s += &format!(
-            "if [ -d {host} ]; then mkdir -p {path}; else mkdir -p \"$(dirname {path})\"; [ -e {path} ] || : > {path}; fi\n"
+            "if [ -d {staged} ]; then mkdir -p {path}; else mkdir -p \"$(dirname {path})\"; [ -e {path} ] || : > {path}; fi\n"
         );
-        s += &format!("mount --bind {host} {path}\n");
+        s += &format!("mount --bind {staged} {path}\n");
         if m.read_only {
             s += &format!("mount -o remount,bind,ro {path}\n");
         }
     }
     let term = quote(&launch.termination_path);
-    s += &format!(
-        "mkdir -p \"$(dirname {term})\"; [ -e {term} ] || : > {term}\nmount --bind {} {term}\n",
-        quote(&launch.termination_log.display().to_string())
-    );
+    s += &format!("mkdir -p \"$(dirname {term})\"; [ -e {term} ] || : > {term}\nmount --bind {stage}/term {term}\n");
     if launch.read_only_root {
         s += "mount -o remount,bind,ro /\n";
     }

@@ -271,7 +271,27 @@ impl Release {
         launch.own_network = false;
         let http = format!("127.0.0.1:{}", free_port());
         set_env(&mut launch.env, "FIREWEAVE_HTTP_ADDR", &http);
-        set_env(&mut launch.env, "KUBECONFIG", &kubeconfig.display().to_string());
+        // The kubeconfig is mounted into the container as the ServiceAccount token would be, with the CA inline:
+        // host paths may be hidden in there (the chart's emptyDir on /tmp covers a test folder under /tmp).
+        let ca = self.cp.pki.path("ca.crt");
+        let inline = std::fs::read_to_string(&kubeconfig)
+            .expect("operator kubeconfig")
+            .replace(
+                &format!("certificate-authority: {}", ca.display()),
+                &format!(
+                    "certificate-authority-data: {}",
+                    base64(&std::fs::read(&ca).expect("ca.crt"))
+                ),
+            );
+        let mounted = dir.join("kubeconfig");
+        std::fs::write(&mounted, inline).expect("operator kubeconfig");
+        const KUBECONFIG: &str = "/var/run/fireweave-test/kubeconfig";
+        launch.mounts.push(super::container::Mount {
+            host: mounted,
+            path: KUBECONFIG.into(),
+            read_only: true,
+        });
+        set_env(&mut launch.env, "KUBECONFIG", KUBECONFIG);
         let log = dir.join("operator.log");
         let daemon = Daemon::start(&format!("operator {name}"), container::command(&launch), log);
         self.operators.lock().unwrap().push(Operator {
@@ -567,4 +587,33 @@ pub fn sha256_file(path: &std::path::Path) -> String {
     use sha2::Digest;
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes)))
+}
+
+/// Standard base64 with padding (a kubeconfig's `*-data` fields).
+fn base64(bytes: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | (b as u32) << (16 - 8 * i));
+        for i in 0..4 {
+            out.push(if i <= chunk.len() {
+                ABC[(n >> (18 - 6 * i) & 63) as usize] as char
+            } else {
+                '='
+            });
+        }
+    }
+    out
+}
+
+#[test]
+fn base64_pads_like_rfc_4648() {
+    assert_eq!(base64(b""), "");
+    assert_eq!(base64(b"f"), "Zg==");
+    assert_eq!(base64(b"fo"), "Zm8=");
+    assert_eq!(base64(b"foo"), "Zm9v");
+    assert_eq!(base64(b"foobar"), "Zm9vYmFy");
 }
