@@ -82,8 +82,16 @@ pub fn fault_injected(step: &str) -> bool {
     std::env::var("FIREWEAVE_INJECT_FAULT").is_ok_and(|v| v.split(',').any(|s| s.trim() == step))
 }
 
-/// Where and with which hook the panic message is taken from (the payload alone has no location).
-static LAST_PANIC: Mutex<Option<String>> = Mutex::new(None);
+thread_local! {
+    /// The last panic's place and message, as the hook saw it (the payload alone has no location). Kept per
+    /// thread: tests — and a worker's own threads — can panic at the same time, and a step must report its own
+    /// panic, not whichever came last.
+    static LAST_PANIC: std::cell::RefCell<Option<(String, String)>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The last panic on any thread, with its bare message: a panic on a pool thread (rayon) reaches the step's
+/// thread as a re-raised payload, which the hook does not see again, so its place is found here by message.
+static LAST_PANIC_ANY_THREAD: Mutex<Option<(String, String)>> = Mutex::new(None);
 
 fn install_panic_recorder() {
     static ONCE: std::sync::Once = std::sync::Once::new();
@@ -95,12 +103,32 @@ fn install_panic_recorder() {
                 Some(l) => format!("panicked at {}:{}: {message}", l.file(), l.line()),
                 None => format!("panicked: {message}"),
             };
-            if let Ok(mut last) = LAST_PANIC.lock() {
-                *last = Some(text);
+            LAST_PANIC.with(|last| *last.borrow_mut() = Some((message.clone(), text.clone())));
+            if let Ok(mut last) = LAST_PANIC_ANY_THREAD.lock() {
+                *last = Some((message, text));
             }
             previous(info);
         }));
     });
+}
+
+/// The recorded place of the panic whose payload reached the step's thread; a record is used only when its
+/// message is the payload's (a panic caught and handled earlier leaves a record that is not this one).
+fn recorded_panic(payload: &(dyn std::any::Any + Send)) -> String {
+    let message = payload_text(payload);
+    let take_if_same = |last: &mut Option<(String, String)>| {
+        let same = last.as_ref().is_some_and(|(m, _)| *m == message);
+        if same { last.take().map(|(_, text)| text) } else { None }
+    };
+    LAST_PANIC
+        .with(|last| take_if_same(&mut last.borrow_mut()))
+        .or_else(|| {
+            LAST_PANIC_ANY_THREAD
+                .lock()
+                .ok()
+                .and_then(|mut last| take_if_same(&mut last))
+        })
+        .unwrap_or_else(|| format!("panicked: {message}"))
 }
 
 fn payload_text(payload: &(dyn std::any::Any + Send)) -> String {
@@ -129,13 +157,10 @@ where
             step,
             reason: e.to_string(),
         }),
-        Err(payload) => {
-            let recorded = LAST_PANIC.lock().ok().and_then(|mut l| l.take());
-            Err(StepFailed {
-                step,
-                reason: recorded.unwrap_or_else(|| format!("panicked: {}", payload_text(payload.as_ref()))),
-            })
-        }
+        Err(payload) => Err(StepFailed {
+            step,
+            reason: recorded_panic(payload.as_ref()),
+        }),
     };
     match &outcome {
         Ok(result) => {
@@ -224,6 +249,29 @@ mod tests {
         );
         assert!(text.contains("index out of bounds"), "{text}");
         assert_eq!(failed.step, "quantize");
+    }
+
+    #[test]
+    fn a_pool_thread_panic_keeps_its_place_and_another_thread_panic_is_not_taken_for_it() {
+        let (_d, log) = log_file();
+        install_panic_recorder();
+        let pool_panic = || std::thread::spawn(|| panic!("shard 7 has no rows")).join().unwrap_err();
+        // Re-raised on the step's thread, as rayon does: the hook saw it on the pool thread only.
+        let failed = run_step::<Big, String, _>("dataset", &log, || panic::resume_unwind(pool_panic())).unwrap_err();
+        assert!(
+            failed.reason.starts_with("panicked at src/contract/report.rs:")
+                && failed.reason.ends_with("shard 7 has no rows"),
+            "{}",
+            failed.reason
+        );
+        // A different panic lands between the pool thread's and the re-raise: the step still reports its own.
+        let failed = run_step::<Big, String, _>("dataset", &log, || {
+            let payload = pool_panic();
+            let _ = std::thread::spawn(|| panic!("someone else's bug")).join();
+            panic::resume_unwind(payload)
+        })
+        .unwrap_err();
+        assert_eq!(failed.reason, "panicked: shard 7 has no rows");
     }
 
     #[test]
