@@ -175,6 +175,12 @@ impl Phase {
     pub fn is_final(self) -> bool {
         matches!(self, Phase::Succeeded | Phase::Failed)
     }
+
+    /// Whether reaching this phase is worth an Event: an end (`Succeeded`, `Failed`) or a rollout done
+    /// (`Serving`).
+    pub fn ends_a_step(self) -> bool {
+        matches!(self, Phase::Succeeded | Phase::Failed | Phase::Serving)
+    }
 }
 
 impl std::fmt::Display for Phase {

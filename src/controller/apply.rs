@@ -8,6 +8,7 @@ use kube::{Api, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::cache::{CachedChild, CachedObject};
 use super::context::{Context, Error, kube_err};
 use super::workload::FIELD_MANAGER;
 use crate::api::conditions::{Phased, health_message};
@@ -46,49 +47,89 @@ where
     Ok((applied, true))
 }
 
-/// Reads the live object named like `desired` and applies `desired` unless the live one already matches it.
-pub async fn ensure<K>(api: &Api<K>, desired: &K) -> Result<K, Error>
-where
-    K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
-{
+fn describe<K: Resource<DynamicType = ()>>(desired: &K) -> (String, String, String) {
     let meta = desired.meta();
-    let what = format!(
-        "{} {}/{}",
-        K::kind(&()),
-        meta.namespace.as_deref().unwrap_or(""),
-        meta.name.as_deref().unwrap_or("")
-    );
-    let live = api
-        .get_opt(meta.name.as_deref().unwrap_or_default())
-        .await
-        .map_err(kube_err(format!("get {what}")))?;
+    let ns = meta.namespace.clone().unwrap_or_default();
+    let name = meta.name.clone().unwrap_or_default();
+    (format!("{} {ns}/{name}", K::kind(&())), ns, name)
+}
+
+/// Makes the child hold `desired`. Without a request when the operator applied this same object last and
+/// the watch still shows the child at the version that apply left (see [`AppliedMemo`]); with the apply
+/// alone when the watch shows no such child; otherwise reads the live object and applies `desired` unless
+/// it already matches. (No cache, as in the unit tests: always read, then apply if it differs.) Returns the live object when it was read
+/// or written, `None` when nothing was asked of the API.
+///
+/// [`AppliedMemo`]: super::cache::AppliedMemo
+pub async fn ensure<K>(ctx: &Context, api: &Api<K>, desired: &K) -> Result<Option<K>, Error>
+where
+    K: CachedChild + Serialize + DeserializeOwned + Clone + Debug,
+{
+    let (what, ns, name) = describe(desired);
+    let live = match &ctx.cache {
+        Some(cache) => match cache.child_meta::<K>(&ns, &name) {
+            Some(seen) if ctx.applied.unchanged(desired, Some(&seen)) => return Ok(None),
+            // Changed since, or applied before this process started: compare with the live object.
+            Some(_) => api.get_opt(&name).await.map_err(kube_err(format!("get {what}")))?,
+            // Not in the (synced) cache: it does not exist, or was made a moment ago and an apply of the
+            // same object changes nothing.
+            None => None,
+        },
+        None => api.get_opt(&name).await.map_err(kube_err(format!("get {what}")))?,
+    };
     let (object, _) = apply(api, desired, live)
         .await
         .map_err(kube_err(format!("apply {what}")))?;
-    Ok(object)
+    ctx.applied.record(desired, object.meta());
+    Ok(Some(object))
 }
 
-/// Writes a custom resource's new status unless it is unchanged, and records an Event when its phase changed
-/// (a `Warning` for `Failed`).
+/// [`ensure`] for a child whose live state the reconcile goes on to read (a Job's or a Deployment's status):
+/// the object as the API answered, or else as the cache holds it.
+pub async fn ensure_read<K>(ctx: &Context, api: &Api<K>, desired: &K) -> Result<K, Error>
+where
+    K: CachedObject + Serialize + DeserializeOwned + Clone + Debug,
+{
+    if let Some(live) = ensure(ctx, api, desired).await? {
+        return Ok(live);
+    }
+    let (what, ns, name) = describe(desired);
+    match ctx.cache.as_ref().and_then(|c| K::cached(c, &ns, &name)) {
+        Some(cached) => Ok((*cached).clone()),
+        // Gone from the store between the two looks (deleted just now): ask.
+        None => api.get(&name).await.map_err(kube_err(format!("get {what}"))),
+    }
+}
+
+/// Writes a custom resource's new status unless it is unchanged, and records an Event when the write ends
+/// a step: a `Warning` for `Failed`, a `Normal` one for `Succeeded` and `Serving`. The steps between show in
+/// the status and `kubectl get`; an Event each would double the writes of a run for no extra fact.
+///
+/// "Unchanged" is against the object the reconcile was handed, and against the last status this operator
+/// wrote for the object: a reconcile can run on a copy from the watch that predates its previous write, and
+/// must not write (or announce) the same thing twice.
 pub async fn update_status<K>(ctx: &Context, api: &Api<K>, obj: &K, status: &K::Status) -> Result<(), Error>
 where
     K: Resource<DynamicType = ()> + kube::core::object::HasStatus + DeserializeOwned + Clone + Debug,
     K::Status: Phased + Serialize + PartialEq,
 {
     let old = obj.status();
-    if let Some(new_phase) = status.phase() {
-        let message = health_message(status.conditions());
-        ctx.phase_event(obj, old.and_then(|s| s.phase()), new_phase, &message)
-            .await;
+    let uid = obj.meta().uid.clone().unwrap_or_default();
+    if old == Some(status) || ctx.written.same(&uid, status) {
+        return Ok(());
     }
-    if old != Some(status) {
-        let name = obj.meta().name.clone().unwrap_or_default();
-        let what = format!(
-            "status of {} {}/{name}",
-            K::kind(&()),
-            obj.meta().namespace.as_deref().unwrap_or("")
-        );
-        apply_status(api, &name, status).await.map_err(kube_err(what))?;
+    let name = obj.meta().name.clone().unwrap_or_default();
+    let what = format!(
+        "status of {} {}/{name}",
+        K::kind(&()),
+        obj.meta().namespace.as_deref().unwrap_or("")
+    );
+    apply_status(api, &name, status).await.map_err(kube_err(what))?;
+    let previous_phase = ctx.written.phase(&uid).or_else(|| old.and_then(|s| s.phase()));
+    ctx.written.record(&uid, status);
+    if let Some(new_phase) = status.phase().filter(|p| p.ends_a_step()) {
+        let message = health_message(status.conditions());
+        ctx.phase_event(obj, previous_phase, new_phase, &message).await;
     }
     Ok(())
 }

@@ -2,8 +2,17 @@
 
 use crate::api::conditions::Phase;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::{Client, Resource};
+use std::sync::Arc;
 
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::ListParams;
+use kube::{Api, Client, Resource};
+
+use super::job_status::{JobOutcome, outcome};
+use crate::api::{Dataset, TrainingRun};
+
+use super::cache::{AppliedMemo, Cache, WrittenStatus};
 use super::config::Settings;
 use super::workload::{FIELD_MANAGER, WORKER_METRICS_PORT};
 
@@ -18,6 +27,13 @@ pub struct Context {
     pub recorder: Recorder,
     /// Port of the trainer's /metrics on its Pod IP (the Job's `metrics` port; tests point it elsewhere).
     pub trainer_metrics_port: u16,
+    /// The watches' stores, read instead of the API. `None` where nothing watches — the reconcile unit tests,
+    /// whose in-memory API server answers requests but serves no watch streams: every read is a request.
+    pub cache: Option<Cache>,
+    /// What was applied to each child last (see [`AppliedMemo`]).
+    pub applied: Arc<AppliedMemo>,
+    /// What status was written last for each custom resource (see [`WrittenStatus`]).
+    pub written: Arc<WrittenStatus>,
 }
 
 impl Context {
@@ -32,7 +48,57 @@ impl Context {
             settings,
             http: reqwest::Client::new(),
             trainer_metrics_port: WORKER_METRICS_PORT as u16,
+            cache: None,
+            applied: Default::default(),
+            written: Default::default(),
         }
+    }
+
+    /// Dataset `name` in `ns`: from the cache, or read.
+    pub async fn dataset(&self, ns: &str, name: &str) -> Result<Option<Dataset>, Error> {
+        if let Some(cache) = &self.cache {
+            return Ok(cache.dataset(ns, name).map(|d| (*d).clone()));
+        }
+        let api: Api<Dataset> = Api::namespaced(self.client.clone(), ns);
+        api.get_opt(name)
+            .await
+            .map_err(kube_err(format!("get Dataset {ns}/{name}")))
+    }
+
+    /// TrainingRun `name` in `ns`: from the cache, or read.
+    pub async fn training_run(&self, ns: &str, name: &str) -> Result<Option<TrainingRun>, Error> {
+        if let Some(cache) = &self.cache {
+            return Ok(cache.run(ns, name).map(|r| (*r).clone()));
+        }
+        let api: Api<TrainingRun> = Api::namespaced(self.client.clone(), ns);
+        api.get_opt(name)
+            .await
+            .map_err(kube_err(format!("get TrainingRun {ns}/{name}")))
+    }
+
+    /// The Pods of Job `job_name`, from the cache. Once the Job has ended, its result is read from their
+    /// termination messages, and the Pod watch may not have delivered the final Pod status yet when the
+    /// Job's own update arrives: unless every cached Pod has finished, they are listed from the API then.
+    pub async fn job_pods(&self, ns: &str, job_name: &str, job: &Job) -> Result<Vec<Pod>, Error> {
+        let ended = !matches!(outcome(job, &[]), JobOutcome::Pending | JobOutcome::Running);
+        if let Some(cache) = &self.cache {
+            let pods = cache.job_pods(ns, job_name);
+            let finished = |p: &Pod| {
+                matches!(
+                    p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                    Some("Succeeded" | "Failed")
+                )
+            };
+            if !ended || (!pods.is_empty() && pods.iter().all(finished)) {
+                return Ok(pods);
+            }
+        }
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let list = pods
+            .list(&ListParams::default().labels(&format!("job-name={job_name}")))
+            .await
+            .map_err(kube_err(format!("list Pods of Job {ns}/{job_name}")))?;
+        Ok(list.items)
     }
 
     /// Records a phase change as an Event (`Warning` when it is a failure) so `kubectl describe` tells the

@@ -90,7 +90,8 @@ fn labels_match(obj: &Value, selector: &str) -> bool {
         .filter(|s| !s.is_empty())
         .all(|term| match term.split_once('=') {
             Some((k, v)) => obj["metadata"]["labels"][k].as_str() == Some(v),
-            None => false,
+            // An existence term: the label is set, whatever its value.
+            None => obj["metadata"]["labels"].get(term).is_some(),
         })
 }
 

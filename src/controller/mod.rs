@@ -2,6 +2,7 @@
 //! objects it owns. Shared pieces: installation settings, hardened security contexts, labels and volumes.
 
 pub mod apply;
+pub mod cache;
 pub mod config;
 pub mod context;
 pub mod dataset;

@@ -8,23 +8,19 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::ListParams;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use prometheus::{Encoder, HistogramVec, IntCounterVec, IntGaugeVec, Registry, TextEncoder};
 use serde::de::DeserializeOwned;
 
+use super::cache::api;
 use super::config::{Args, Settings};
 use super::context::{Context, Error};
 use super::leader::LeaderElection;
-use super::{dataset, model_serving, training_run};
+use super::{cache, dataset, model_serving, training_run};
 use crate::api::conditions::Phase;
 use crate::api::{Dataset, ModelServing, TrainingRun};
 
@@ -154,16 +150,6 @@ async fn readyz(State(s): State<Arc<Shared>>) -> StatusCode {
     }
 }
 
-fn api<K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>>(
-    client: &Client,
-    ns: &Option<String>,
-) -> Api<K> {
-    match ns {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
-}
-
 fn phase_of<K, S>(kind: &'static str, store: Store<K>, phase: fn(&S) -> Option<Phase>) -> PhaseCounter
 where
     K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static + kube::core::object::HasStatus<Status = S>,
@@ -178,13 +164,16 @@ where
     })
 }
 
-/// Runs one controller's reconciles, timing each and counting failures by category.
+/// Runs one controller's reconciles, timing each and counting failures by category. No reconcile starts
+/// before `synced` says every watch has listed once: a reconcile that read a child's store before then
+/// would take a missing child for a deleted one.
 async fn drive<K, F, Fut>(
     controller: Controller<K>,
     kind: &'static str,
     reconcile: F,
     ctx: Arc<Context>,
     metrics: Metrics,
+    synced: tokio::sync::watch::Receiver<bool>,
 ) where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     F: Fn(Arc<K>, Arc<Context>) -> Fut + Send + Sync + Clone + 'static,
@@ -194,8 +183,11 @@ async fn drive<K, F, Fut>(
         .shutdown_on_signal()
         .run(
             move |obj, ctx: Arc<Context>| {
-                let (metrics, reconcile) = (metrics.clone(), reconcile.clone());
+                let (metrics, reconcile, mut synced) = (metrics.clone(), reconcile.clone(), synced.clone());
                 async move {
+                    // The watches keep feeding the controller meanwhile (waiting outside the reconcile would
+                    // stall the shared streams, and with them the lists being waited for).
+                    let _ = synced.wait_for(|s| *s).await;
                     let started = Instant::now();
                     let result = reconcile(obj, ctx).await;
                     metrics.observe(kind, started, result.as_ref().err());
@@ -316,22 +308,30 @@ pub async fn run_with(client: Client, args: Args) -> Result<(), OperatorError> {
         args.namespaces.iter().cloned().map(Some).collect()
     };
     wait_for_crds(&client, &namespaces).await;
-    let ctx = Arc::new(Context::new(client.clone(), Settings::from(&args)));
-    let wc = watcher::Config::default;
+    // One watch per kind and scope, shared by every controller that needs the kind; the reconciles read
+    // the same stores (src/controller/cache.rs).
+    let mut watch_tasks = Vec::new();
+    let scopes: Vec<(cache::Scope, cache::Triggers)> = namespaces
+        .iter()
+        .map(|ns| cache::Scope::start(&client, ns, &mut watch_tasks))
+        .collect();
+    let mut context = Context::new(client.clone(), Settings::from(&args));
+    context.cache = Some(cache::Cache::new(scopes.iter().map(|(s, _)| s.clone()).collect()));
+    let ctx = Arc::new(context);
     let mut tasks = Vec::new();
     let mut stores_ready = Vec::new();
-    for ns in &namespaces {
-        let datasets = Controller::new(api::<Dataset>(&client, ns), wc())
-            .owns(api::<Job>(&client, ns), wc())
-            .owns(api::<ConfigMap>(&client, ns), wc());
+    let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
+    for (scope, mut t) in scopes {
+        let datasets = Controller::for_shared_stream(cache::take(&mut t.datasets), scope.datasets.clone())
+            .owns_shared_stream(cache::take(&mut t.jobs))
+            .owns_shared_stream(cache::take(&mut t.config_maps));
 
-        let runs = Controller::new(api::<TrainingRun>(&client, ns), wc());
-        let run_store = runs.store();
+        let run_store = scope.runs.clone();
         // A Dataset that becomes Ready (or is rebuilt) wakes the TrainingRuns that read it.
-        let runs = runs
-            .owns(api::<Job>(&client, ns), wc())
-            .owns(api::<ConfigMap>(&client, ns), wc())
-            .watches(api::<Dataset>(&client, ns), wc(), move |ds| {
+        let runs = Controller::for_shared_stream(cache::take(&mut t.runs), scope.runs.clone())
+            .owns_shared_stream(cache::take(&mut t.jobs))
+            .owns_shared_stream(cache::take(&mut t.config_maps))
+            .watches_shared_stream(cache::take(&mut t.datasets), move |ds| {
                 let (ns, name) = (ds.namespace(), ds.name_any());
                 run_store
                     .state()
@@ -341,15 +341,14 @@ pub async fn run_with(client: Client, args: Args) -> Result<(), OperatorError> {
                     .collect::<Vec<_>>()
             });
 
-        let servings = Controller::new(api::<ModelServing>(&client, ns), wc());
-        let serving_store = servings.store();
+        let serving_store = scope.servings.clone();
         // A TrainingRun that publishes new GGUF files wakes the servings that use it: that starts the rollout.
-        let servings = servings
-            .owns(api::<Deployment>(&client, ns), wc())
-            .owns(api::<Service>(&client, ns), wc())
-            .owns(api::<ConfigMap>(&client, ns), wc())
-            .owns(api::<NetworkPolicy>(&client, ns), wc())
-            .watches(api::<TrainingRun>(&client, ns), wc(), move |tr| {
+        let servings = Controller::for_shared_stream(cache::take(&mut t.servings), scope.servings.clone())
+            .owns_shared_stream(cache::take(&mut t.deployments))
+            .owns_shared_stream(cache::take(&mut t.services))
+            .owns_shared_stream(cache::take(&mut t.config_maps))
+            .owns_shared_stream(cache::take(&mut t.policies))
+            .watches_shared_stream(cache::take(&mut t.runs), move |tr| {
                 let (ns, name) = (tr.namespace(), tr.name_any());
                 serving_store
                     .state()
@@ -360,7 +359,7 @@ pub async fn run_with(client: Client, args: Args) -> Result<(), OperatorError> {
                     .collect::<Vec<_>>()
             });
 
-        let (ds_store, tr_store, ms_store) = (datasets.store(), runs.store(), servings.store());
+        let (ds_store, tr_store, ms_store) = (scope.datasets.clone(), scope.runs.clone(), scope.servings.clone());
         *shared.runs.lock().unwrap_or_else(|p| p.into_inner()) = Some(tr_store.clone());
         {
             let mut phases = shared.phases.lock().unwrap_or_else(|p| p.into_inner());
@@ -380,11 +379,7 @@ pub async fn run_with(client: Client, args: Args) -> Result<(), OperatorError> {
                 |s: &crate::api::ModelServingStatus| s.phase,
             ));
         }
-        stores_ready.push(async move {
-            let _ = ds_store.wait_until_ready().await;
-            let _ = tr_store.wait_until_ready().await;
-            let _ = ms_store.wait_until_ready().await;
-        });
+        stores_ready.push(async move { scope.wait_until_ready().await });
         let m = shared.metrics.clone();
         tasks.push(tokio::spawn(drive(
             datasets,
@@ -392,6 +387,7 @@ pub async fn run_with(client: Client, args: Args) -> Result<(), OperatorError> {
             dataset::reconcile::reconcile,
             ctx.clone(),
             m.clone(),
+            synced_rx.clone(),
         )));
         tasks.push(tokio::spawn(drive(
             runs,
@@ -399,6 +395,7 @@ pub async fn run_with(client: Client, args: Args) -> Result<(), OperatorError> {
             training_run::reconcile::reconcile,
             ctx.clone(),
             m.clone(),
+            synced_rx.clone(),
         )));
         tasks.push(tokio::spawn(drive(
             servings,
@@ -406,16 +403,22 @@ pub async fn run_with(client: Client, args: Args) -> Result<(), OperatorError> {
             model_serving::reconcile::reconcile,
             ctx.clone(),
             m,
+            synced_rx.clone(),
         )));
     }
     let ready_flag = shared.clone();
     tokio::spawn(async move {
         futures::future::join_all(stores_ready).await;
+        let _ = synced_tx.send(true);
         ready_flag.ready.store(true, Ordering::Relaxed);
         tracing::info!("caches synced; ready");
     });
     tracing::info!(namespaces = ?namespaces, "operator running");
     futures::future::join_all(tasks).await;
+    // The controllers have stopped (a signal): their watches go with them.
+    for w in watch_tasks {
+        w.abort();
+    }
     if let Some(election) = &election
         && let Err(e) = election.release().await
     {

@@ -146,9 +146,48 @@ mod tests {
             "apiVersion": "ai.fireweave.io/v1alpha1", "kind": "ModelServing", "metadata": meta("open", "uid-ms2"),
             "spec": {"model": {"trainingRunRef": {"name": "run"}}}
         }));
+        // Made by the operator while "open" still had allowedClients (so it carries the operator's label, which
+        // is how its watch finds it); now the list is empty and the policy must go.
         fake.insert(json!({
-            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "open", "namespace": NS}
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "open", "namespace": NS,
+                         "labels": {"app.kubernetes.io/managed-by": "fireweave-ai-operator"}}
         }));
+        // Children an earlier operator process made: a new process, which has not applied them itself,
+        // reads them (get) before deciding whether to apply.
+        let closed: crate::api::ModelServing = serde_json::from_value(
+            fake.get(&format!(
+                "/apis/ai.fireweave.io/v1alpha1/namespaces/{NS}/modelservings/closed"
+            ))
+            .expect("seeded"),
+        )
+        .expect("ModelServing");
+        fake.insert(serde_json::to_value(crate::controller::model_serving::build::service(&closed)).expect("json"));
+        let ds: crate::api::Dataset = serde_json::from_value(
+            fake.get(&format!("/apis/ai.fireweave.io/v1alpha1/namespaces/{NS}/datasets/fw"))
+                .expect("seeded"),
+        )
+        .expect("Dataset");
+        fake.insert(serde_json::to_value(crate::controller::dataset::build::config_map(&ds)).expect("json"));
+        fake.insert(
+            serde_json::to_value(crate::controller::dataset::build::job(&ds, &Settings::example())).expect("json"),
+        );
+        let run: crate::api::TrainingRun = serde_json::from_value(
+            fake.get(&format!(
+                "/apis/ai.fireweave.io/v1alpha1/namespaces/{NS}/trainingruns/run"
+            ))
+            .expect("seeded"),
+        )
+        .expect("TrainingRun");
+        use crate::controller::model_serving::build as ms;
+        let model = crate::controller::model_serving::reconcile::wanted_model(&closed, Some(&run)).expect("a model");
+        let config = ms::config_map(&closed, &model).expect("Modelfile");
+        let deployment = ms::deployment(&closed, &model, &config, &Settings::example());
+        fake.insert(serde_json::to_value(deployment).expect("json"));
+        // Its policy from before allowedClients changed: re-applied.
+        let mut policy = serde_json::to_value(ms::network_policy(&closed).expect("allowedClients")).expect("json");
+        policy["spec"]["ingress"] = json!([]);
+        fake.insert(policy);
     }
 
     /// What the requests need: each request's own permission; `watch` as well for a watcher's initial list

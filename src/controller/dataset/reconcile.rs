@@ -6,7 +6,6 @@ use std::time::Duration;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::ListParams;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
@@ -14,8 +13,8 @@ use super::build;
 use crate::api::conditions::{Health, Phase, now, reason, set_health};
 use crate::api::{ArtifactRetention, Dataset, DatasetStatus};
 use crate::contract::DatasetResult;
-use crate::controller::apply::{ensure, update_status};
-use crate::controller::context::{Context, Error, kube_err};
+use crate::controller::apply::{ensure, ensure_read, update_status};
+use crate::controller::context::{Context, Error};
 use crate::controller::finalizer;
 use crate::controller::job_status::{JobOutcome, container_result, outcome};
 
@@ -43,16 +42,12 @@ async fn apply_dataset(ds: &Dataset, ctx: &Context, ns: &str, api: &Api<Dataset>
     let name = build::job_name(ds);
     let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
 
-    ensure(&config_maps, &build::config_map(ds)).await?;
-    let job = ensure(&jobs, &build::job(ds, &ctx.settings)).await?;
-    let pod_list = pods
-        .list(&ListParams::default().labels(&format!("job-name={name}")))
-        .await
-        .map_err(kube_err(format!("list Pods of Job {ns}/{name}")))?;
+    ensure(ctx, &config_maps, &build::config_map(ds)).await?;
+    let job = ensure_read(ctx, &jobs, &build::job(ds, &ctx.settings)).await?;
+    let pods = ctx.job_pods(ns, &name, &job).await?;
 
-    let status = next_status(ds, &name, &job, &pod_list.items, &now());
+    let status = next_status(ds, &name, &job, &pods, &now());
     update_status(ctx, api, ds, &status).await?;
     Ok(if status.phase.is_some_and(Phase::is_final) {
         Action::await_change()

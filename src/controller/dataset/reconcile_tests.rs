@@ -55,7 +55,7 @@ async fn create_then_nothing_changed_writes_nothing() {
             format!("GET /apis/batch/v1/namespaces/ai/jobs/{job}"),
             format!("PATCH /apis/batch/v1/namespaces/ai/jobs/{job}{apply}"),
             format!("GET /api/v1/namespaces/ai/pods?&labelSelector=job-name%3D{job}"),
-            "POST /apis/events.k8s.io/v1/namespaces/ai/events".to_string(),
+            // Pending is no step's end: no Event.
             format!("PATCH {DS}/status{apply}"),
         ]
     );
@@ -64,16 +64,7 @@ async fn create_then_nothing_changed_writes_nothing() {
     assert_eq!(requests[1].body.as_ref(), Some(&cm));
     let job_body = serde_json::to_value(super::build::job(&ds, &ctx.settings)).expect("job");
     assert_eq!(requests[3].body.as_ref(), Some(&job_body));
-    let event = requests[5].body.as_ref().expect("event body");
-    assert_eq!(
-        (event["reason"].as_str(), event["type"].as_str(), event["note"].as_str()),
-        (
-            Some("Pending"),
-            Some("Normal"),
-            Some(format!("Job {job} is starting").as_str())
-        )
-    );
-    let status = &requests[6].body.as_ref().expect("status body")["status"];
+    let status = &requests[5].body.as_ref().expect("status body")["status"];
     assert_eq!(status["phase"], "Pending");
     assert_eq!(status["jobName"], job.as_str());
     let reconciling = status["conditions"]
@@ -125,14 +116,14 @@ async fn succeeded_job_puts_artifact_and_stats_into_status() {
     assert_eq!(
         writes.len(),
         2,
-        "only an Event and the status are written: {:?}",
+        "only the status and an Event are written: {:?}",
         calls(&requests)
     );
     assert_eq!(
-        writes[0].body.as_ref().map(|e| e["reason"].clone()),
+        writes[1].body.as_ref().map(|e| e["reason"].clone()),
         Some(json!("Succeeded"))
     );
-    let status = &writes[1].body.as_ref().expect("body")["status"];
+    let status = &writes[0].body.as_ref().expect("body")["status"];
     assert_eq!(status["phase"], "Succeeded");
     assert_eq!(status["artifact"], result["artifact"]);
     assert_eq!(status["stats"], result["stats"]);

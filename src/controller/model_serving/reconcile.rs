@@ -15,7 +15,7 @@ use kube::{Api, ResourceExt};
 use super::build;
 use crate::api::conditions::{Health, Phase, now, reason, set_health};
 use crate::api::{ModelServing, ModelServingStatus, ServedModel, TrainingRun};
-use crate::controller::apply::{apply, ensure, update_status};
+use crate::controller::apply::{ensure, ensure_read, update_status};
 use crate::controller::context::{Context, Error, kube_err};
 
 /// How often a rollout in progress is looked at again; Deployment changes also wake it.
@@ -36,12 +36,7 @@ pub async fn reconcile(ms: Arc<ModelServing>, ctx: Arc<Context>) -> Result<Actio
     })?;
     let api: Api<ModelServing> = Api::namespaced(ctx.client.clone(), &ns);
     let run = match &ms.spec.model.training_run_ref {
-        Some(r) => {
-            let runs: Api<TrainingRun> = Api::namespaced(ctx.client.clone(), &ns);
-            runs.get_opt(&r.name)
-                .await
-                .map_err(kube_err(format!("get TrainingRun {ns}/{}", r.name)))?
-        }
+        Some(r) => ctx.training_run(&ns, &r.name).await?,
         None => None,
     };
     let model = match wanted_model(&ms, run.as_ref()) {
@@ -67,27 +62,37 @@ pub async fn reconcile(ms: Arc<ModelServing>, ctx: Arc<Context>) -> Result<Actio
             return Ok(Action::await_change());
         }
     };
-    ensure(&config_maps, &config).await?;
-    let deployment = ensure(&deployments, &build::deployment(&ms, &model, &config, &ctx.settings)).await?;
-    ensure(&services, &build::service(&ms)).await?;
-    let live = policies
-        .get_opt(&name)
-        .await
-        .map_err(kube_err(format!("get NetworkPolicy {ns}/{name}")))?;
-    match (build::network_policy(&ms), live) {
-        (Some(policy), live) => {
-            apply(&policies, &policy, live)
-                .await
-                .map_err(kube_err(format!("apply NetworkPolicy {ns}/{name}")))?;
+    ensure(&ctx, &config_maps, &config).await?;
+    let deployment = ensure_read(
+        &ctx,
+        &deployments,
+        &build::deployment(&ms, &model, &config, &ctx.settings),
+    )
+    .await?;
+    ensure(&ctx, &services, &build::service(&ms)).await?;
+    match build::network_policy(&ms) {
+        Some(policy) => {
+            ensure(&ctx, &policies, &policy).await?;
         }
         // allowedClients was emptied: the API is open again, so our old policy must go.
-        (None, Some(_)) => {
-            policies
-                .delete(&name, &DeleteParams::default())
-                .await
-                .map_err(kube_err(format!("delete NetworkPolicy {ns}/{name}")))?;
+        None => {
+            let exists = match &ctx.cache {
+                Some(cache) => cache.child_meta::<NetworkPolicy>(&ns, &name).is_some(),
+                None => policies
+                    .get_opt(&name)
+                    .await
+                    .map_err(kube_err(format!("get NetworkPolicy {ns}/{name}")))?
+                    .is_some(),
+            };
+            if exists {
+                match policies.delete(&name, &DeleteParams::default()).await {
+                    Ok(_) => {}
+                    // Already gone: the cache had not seen the deletion yet.
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(e) => return Err(kube_err(format!("delete NetworkPolicy {ns}/{name}"))(e)),
+                }
+            }
         }
-        (None, None) => {}
     }
 
     let mut status = next_status(&ms, &model, &deployment, &now());

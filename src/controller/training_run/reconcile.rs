@@ -7,7 +7,7 @@ use std::time::Duration;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{DeleteParams, ListParams};
+use kube::api::DeleteParams;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
@@ -16,7 +16,7 @@ use crate::api::conditions::{EVALUATED, Health, Phase, is_true, now, reason, set
 use crate::api::training_run::{PassedArtifacts, TrainingArtifacts};
 use crate::api::{ArtifactRef, ArtifactRetention, Dataset, TrainingRun, TrainingRunStatus};
 use crate::contract::{Digest, EvaluateResult, QuantizeResult, TrainResult};
-use crate::controller::apply::{ensure, update_status};
+use crate::controller::apply::{ensure, ensure_read, update_status};
 use crate::controller::context::{Context, Error, kube_err};
 use crate::controller::finalizer;
 use crate::controller::job_status::{JobOutcome, container_result, disrupted_pods, outcome, running_pod_ip};
@@ -66,12 +66,8 @@ pub fn attempt_for(tr: &TrainingRun, inputs_digest: &Digest) -> u32 {
 }
 
 async fn apply_run(tr: &TrainingRun, ctx: &Context, ns: &str, api: &Api<TrainingRun>) -> Result<Action, Error> {
-    let datasets: Api<Dataset> = Api::namespaced(ctx.client.clone(), ns);
     let ds_name = &tr.spec.dataset_ref.name;
-    let dataset = datasets
-        .get_opt(ds_name)
-        .await
-        .map_err(kube_err(format!("get Dataset {ns}/{ds_name}")))?;
+    let dataset = ctx.dataset(ns, ds_name).await?;
     let Some(artifact) = dataset_to_use(tr, dataset.as_ref()) else {
         let message = match &dataset {
             None => format!("Dataset {ds_name} does not exist yet"),
@@ -87,7 +83,6 @@ async fn apply_run(tr: &TrainingRun, ctx: &Context, ns: &str, api: &Api<Training
     let name = build::job_name(tr, attempt);
     let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
 
     // A new attempt never reuses the old Job: stop the previous one so it frees its GPU, keep its files.
     let previous = tr
@@ -104,16 +99,13 @@ async fn apply_run(tr: &TrainingRun, ctx: &Context, ns: &str, api: &Api<Training
         }
     }
 
-    ensure(&config_maps, &build::config_map(tr, attempt, &artifact)).await?;
-    let job = ensure(&jobs, &build::job(tr, attempt, &artifact, &ctx.settings)).await?;
-    let pod_list = pods
-        .list(&ListParams::default().labels(&format!("job-name={name}")))
-        .await
-        .map_err(kube_err(format!("list Pods of Job {ns}/{name}")))?;
+    ensure(ctx, &config_maps, &build::config_map(tr, attempt, &artifact)).await?;
+    let job = ensure_read(ctx, &jobs, &build::job(tr, attempt, &artifact, &ctx.settings)).await?;
+    let pods = ctx.job_pods(ns, &name, &job).await?;
 
     // Progress comes from the trainer's own metrics while it trains; a failed scrape keeps the last figures
     // (a preempted Pod's replacement reports again once it has resumed from its checkpoint).
-    let metrics = match (training_now(&pod_list.items), running_pod_ip(&pod_list.items)) {
+    let metrics = match (training_now(&pods), running_pod_ip(&pods)) {
         (true, Some(ip)) => scrape(ctx, &ip).await,
         _ => None,
     };
@@ -123,7 +115,7 @@ async fn apply_run(tr: &TrainingRun, ctx: &Context, ns: &str, api: &Api<Training
         job_name: &name,
         dataset: &artifact,
         job: &job,
-        pods: &pod_list.items,
+        pods: &pods,
     };
     let status = next_status(tr, &observed, metrics.as_deref(), &now());
     let finished = status.phase.is_some_and(Phase::is_final);

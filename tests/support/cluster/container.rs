@@ -142,6 +142,29 @@ pub fn rewrite(value: &str, mounts: &[Mount]) -> String {
     value.to_string()
 }
 
+/// Refuses to start a container whose own binary or libraries would be hidden by one of its mounts: the
+/// entrypoint (this build's `fireweave-ai`) and libtorch are host paths, and a host path under /tmp disappears
+/// behind the chart's emptyDir on /tmp, so the process would fail with a bare "not found" and the test only
+/// time out.
+fn hidden_host_paths(launch: &Launch) {
+    let libraries = launch
+        .env
+        .iter()
+        .filter(|(k, _)| k == "LD_LIBRARY_PATH" || k == "LIBTORCH")
+        .flat_map(|(_, v)| v.split(':').map(str::to_string));
+    for path in launch.argv.iter().take(1).cloned().chain(libraries) {
+        for m in &launch.mounts {
+            let root = m.path.trim_end_matches('/');
+            if !root.is_empty() && (path == root || path.starts_with(&format!("{root}/"))) {
+                panic!(
+                    "{path} is under {root}, which this container mounts a volume over, so the container \
+                     cannot see it: put CARGO_TARGET_DIR and FIREWEAVE_CACHE (libtorch's venv) outside {root}"
+                );
+            }
+        }
+    }
+}
+
 /// The command that starts the container.
 pub fn command(launch: &Launch) -> Command {
     std::fs::create_dir_all(&launch.scratch).expect("container scratch dir");
@@ -150,6 +173,7 @@ pub fn command(launch: &Launch) -> Command {
     }
     let mut c = match isolation() {
         Isolation::MountNamespace => {
+            hidden_host_paths(launch);
             let mut c = Command::new("unshare");
             c.args(["--mount", "--propagation", "private"]);
             if launch.own_network {
