@@ -144,6 +144,11 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the API server refused the request to shed load (429 Too Many Requests).
+    pub fn is_throttled(&self) -> bool {
+        matches!(self, Error::Kube { source: kube::Error::Api(s), .. } if s.code == 429)
+    }
+
     /// Short fixed label for metrics and Event reasons; never the error text.
     pub fn category(&self) -> &'static str {
         match self {

@@ -164,6 +164,19 @@ where
     })
 }
 
+/// Reconciles running at once, over every controller and namespace. Unbounded, 2,000 resources created
+/// together started 2,000 reconciles at once (kube-runtime's default), and the API server answered over a
+/// quarter of their status writes with 429 (priority and fairness shedding the burst), each a failed
+/// reconcile to retry; a bound also bounds the requests (and connections) in flight.
+const RECONCILE_SLOTS: usize = 32;
+
+/// What a reconcile waits for before it starts: the watches' first lists, and a free slot.
+#[derive(Clone)]
+struct Gate {
+    synced: tokio::sync::watch::Receiver<bool>,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
 /// Runs one controller's reconciles, timing each and counting failures by category. No reconcile starts
 /// before `synced` says every watch has listed once: a reconcile that read a child's store before then
 /// would take a missing child for a deleted one.
@@ -173,7 +186,7 @@ async fn drive<K, F, Fut>(
     reconcile: F,
     ctx: Arc<Context>,
     metrics: Metrics,
-    synced: tokio::sync::watch::Receiver<bool>,
+    gate: Gate,
 ) where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     F: Fn(Arc<K>, Arc<Context>) -> Fut + Send + Sync + Clone + 'static,
@@ -183,11 +196,12 @@ async fn drive<K, F, Fut>(
         .shutdown_on_signal()
         .run(
             move |obj, ctx: Arc<Context>| {
-                let (metrics, reconcile, mut synced) = (metrics.clone(), reconcile.clone(), synced.clone());
+                let (metrics, reconcile, mut gate) = (metrics.clone(), reconcile.clone(), gate.clone());
                 async move {
                     // The watches keep feeding the controller meanwhile (waiting outside the reconcile would
                     // stall the shared streams, and with them the lists being waited for).
-                    let _ = synced.wait_for(|s| *s).await;
+                    let _ = gate.synced.wait_for(|s| *s).await;
+                    let _slot = gate.slots.acquire().await;
                     let started = Instant::now();
                     let result = reconcile(obj, ctx).await;
                     metrics.observe(kind, started, result.as_ref().err());
@@ -197,6 +211,13 @@ async fn drive<K, F, Fut>(
             move |obj: Arc<K>, err: &Error, _ctx| {
                 // One object's failure is logged and retried on its own; the other objects keep reconciling.
                 tracing::warn!(kind, name = %obj.name_any(), namespace = ?obj.namespace(), category = err.category(), error = %err, "reconcile failed");
+                if err.is_throttled() {
+                    // The API server shed load (429): back soon, spread out, not in one burst 30 s from now.
+                    let spread = u64::from(std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.subsec_millis()));
+                    return Action::requeue(Duration::from_millis(1000 + 4 * spread));
+                }
                 Action::requeue(Duration::from_secs(30))
             },
             ctx,
@@ -321,6 +342,10 @@ pub async fn run_with(client: Client, args: Args) -> Result<(), OperatorError> {
     let mut tasks = Vec::new();
     let mut stores_ready = Vec::new();
     let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
+    let gate = Gate {
+        synced: synced_rx,
+        slots: Arc::new(tokio::sync::Semaphore::new(RECONCILE_SLOTS)),
+    };
     for (scope, mut t) in scopes {
         let datasets = Controller::for_shared_stream(cache::take(&mut t.datasets), scope.datasets.clone())
             .owns_shared_stream(cache::take(&mut t.jobs))
@@ -387,7 +412,7 @@ pub async fn run_with(client: Client, args: Args) -> Result<(), OperatorError> {
             dataset::reconcile::reconcile,
             ctx.clone(),
             m.clone(),
-            synced_rx.clone(),
+            gate.clone(),
         )));
         tasks.push(tokio::spawn(drive(
             runs,
@@ -395,7 +420,7 @@ pub async fn run_with(client: Client, args: Args) -> Result<(), OperatorError> {
             training_run::reconcile::reconcile,
             ctx.clone(),
             m.clone(),
-            synced_rx.clone(),
+            gate.clone(),
         )));
         tasks.push(tokio::spawn(drive(
             servings,
@@ -403,7 +428,7 @@ pub async fn run_with(client: Client, args: Args) -> Result<(), OperatorError> {
             model_serving::reconcile::reconcile,
             ctx.clone(),
             m,
-            synced_rx.clone(),
+            gate.clone(),
         )));
     }
     let ready_flag = shared.clone();
