@@ -34,6 +34,12 @@ print(f"training {train_s:.1f} s, evaluation {timing['seconds']:.1f} s: "
 
 quiet = llama_cpp.llama_log_callback(lambda level, text, user: None)
 llama_cpp.llama_log_set(quiet, ctypes.c_void_p(0))
+base = timing.get("base", {})
+print(f"  base model: Q8_0 conversion {base.get('convertSeconds', 0):.1f} s, "
+      f"{base.get('toolCases', 0)} tool-call generations {base.get('toolSeconds', 0):.1f} s")
+for g in timing["ggufs"]:
+    print(f"  {g['quantization']}: load {g.get('loadSeconds', 0):.1f} s, loss pass {g['lossSeconds']:.1f} s, "
+          f"template check {g.get('templateSeconds', 0):.1f} s, tool-call generations {g.get('toolSeconds', 0):.1f} s")
 sequences = timing["sequences"]
 longest = max(len(s) for s in sequences)
 

@@ -23,4 +23,14 @@ if [[ -z "${GGML_AVX2:-}" && -r /proc/cpuinfo ]] && grep -qw avx2 /proc/cpuinfo;
   grep -qw fma /proc/cpuinfo && export GGML_FMA=ON
   grep -qw f16c /proc/cpuinfo && export GGML_F16C=ON
   grep -qw bmi2 /proc/cpuinfo && export GGML_BMI2=ON
+  # The int8 dot products of quantized matmuls (VNNI) and 512-bit lanes, where the CPU has them: the evaluate
+  # step's loss pass over Q8_0 / Q4_K_M ran 1.15x / 1.4x faster with them on this project's AVX-512 machine.
+  grep -qw avx_vnni /proc/cpuinfo && export GGML_AVX_VNNI=ON
+  if grep -qw avx512f /proc/cpuinfo && grep -qw avx512bw /proc/cpuinfo && grep -qw avx512vl /proc/cpuinfo &&
+    grep -qw avx512dq /proc/cpuinfo && grep -qw avx512cd /proc/cpuinfo; then
+    export GGML_AVX512=ON
+    grep -qw avx512_vnni /proc/cpuinfo && export GGML_AVX512_VNNI=ON
+    grep -qw avx512vbmi /proc/cpuinfo && export GGML_AVX512_VBMI=ON
+    grep -qw avx512_bf16 /proc/cpuinfo && export GGML_AVX512_BF16=ON
+  fi
 fi

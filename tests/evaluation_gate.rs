@@ -111,3 +111,74 @@ fn a_modelfile_template_of_another_format_is_refused() {
         "{stderr}"
     );
 }
+
+// Only the SmolLM2 GGUF's path is used here.
+#[allow(dead_code)]
+#[path = "serve/common.rs"]
+mod serve_common;
+
+/// A conversation's token ids with the trainer's targets: only the answer's tokens carry a target (the next
+/// token at each position), as `train::data::Example` holds them.
+fn example(g: &fireweave_ai::eval::llama::Gguf, prompt: &str, answer: &str) -> fireweave_ai::train::data::Example {
+    let (p, a) = (g.tokenize(prompt), g.tokenize(answer));
+    let ids: Vec<i64> = p.iter().chain(&a).copied().collect();
+    let mut targets = vec![fireweave_ai::train::data::IGNORE; ids.len()];
+    targets[p.len() - 1..ids.len() - 1].copy_from_slice(&ids[p.len()..]);
+    fireweave_ai::train::data::Example { ids, targets }
+}
+
+/// The loss pass decodes examples in token order and reuses the KV cache of the prefix each shares with the
+/// previous one; its figure must be what decoding every example on its own gives (up to the float noise of
+/// other batch shapes), over every target position.
+#[test]
+fn the_loss_pass_reusing_shared_prefixes_equals_each_example_alone() {
+    let g = fireweave_ai::eval::llama::Gguf::load(&serve_common::smollm2_gguf(), 2).unwrap();
+    let system = "<|im_start|>system\nYou are a network security expert.<|im_end|>\n";
+    let turn = |q: &str| format!("{system}<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n");
+    let port = |n: u32| turn(&format!("How do I block port {n}?"));
+    let ssh = "Restrict SSH to the bastion's address.<|im_end|>\n";
+    let conversations: Vec<(String, &str)> = vec![
+        (port(23), "Deny TCP 23 inbound on the edge ACL.<|im_end|>\n"),
+        (port(22), ssh),
+        // The same prompt with another answer: their shared prefix reaches into the targets' neighbourhood.
+        (port(23), "Disable telnet on every device.<|im_end|>\n"),
+        // A duplicate, and one that extends another's prompt.
+        (port(22), ssh),
+        (
+            format!(
+                "{}Thanks.<|im_end|>\n<|im_start|>user\nAnd port 3389?<|im_end|>\n<|im_start|>assistant\n",
+                port(22)
+            ),
+            "Block RDP from the internet.<|im_end|>\n",
+        ),
+        (
+            turn("What is a SIEM?"),
+            "A system that collects and correlates security logs.<|im_end|>\n",
+        ),
+    ];
+    let examples: Vec<_> = conversations.iter().map(|(p, a)| example(&g, p, a)).collect();
+    let together = g.loss(&examples).unwrap();
+    let (mut sum, mut tokens) = (0.0, 0);
+    for e in &examples {
+        let alone = g.loss(std::slice::from_ref(e)).unwrap();
+        sum += alone.sum;
+        tokens += alone.tokens;
+    }
+    assert_eq!(together.tokens, tokens);
+    assert!(
+        (together.sum - sum).abs() < 1e-3 * sum,
+        "with shared prefixes {} vs alone {sum}",
+        together.sum
+    );
+
+    // Greedy generation over prompts sharing prefixes, one repeated after others were decoded: the same
+    // answer both times, in the prompts' order.
+    let prompts: Vec<Vec<i64>> = ["How do I block port 23?", "What is a SIEM?", "How do I block port 23?"]
+        .iter()
+        .map(|q| g.tokenize(&turn(q)))
+        .collect();
+    let answers = g.generate_all(&prompts, 12, |_: &str| true).unwrap();
+    assert_eq!(answers.len(), 3);
+    assert_eq!(answers[0], answers[2]);
+    assert!(!answers[0].is_empty(), "{answers:?}");
+}

@@ -142,9 +142,18 @@ pub fn evaluate(tr: &TrainingRun, opts: &EvalOptions) -> Result<EvaluationStatus
     let report = opts.artifacts.join(layout::run_part(&ns, &name, RunPart::Report));
     let (base_loss, adapter_loss) = trainer_losses(&report.join("metrics.json"))?;
     let scratch = Scratch::new()?;
+    let clock = Instant::now();
     let base_gguf = base_as_gguf(&model_in.dir, template.source(), &scratch.0)?;
+    let base_convert = clock.elapsed().as_secs_f64();
     let base = Gguf::load(&base_gguf, opts.threads)?;
-    let (base_acc, base_parse) = tool_figures(&base, &cases, system)?;
+    // Generation stops as soon as an answer cannot be a call any more: prose is judged by its start.
+    let base_run = base.measure(
+        &[],
+        &tool_prompts(&base, &cases, system)?,
+        TOOL_CALL_TOKENS,
+        crate::serve::text::may_be_tool_call,
+    )?;
+    let (base_acc, base_parse) = tool_figures(&base_run.answers, &cases);
     drop(base);
 
     let mut ggufs = Vec::new();
@@ -155,15 +164,25 @@ pub fn evaluate(tr: &TrainingRun, opts: &EvalOptions) -> Result<EvaluationStatus
             return Err(EvalError::MissingGguf { path });
         }
         let digest = artifact::file_digest(&path)?;
+        let clock = Instant::now();
         let g = Gguf::load(&path, opts.threads)?;
-        let loss_started = Instant::now();
-        let loss = g.loss(&examples)?.mean();
+        let load_seconds = clock.elapsed().as_secs_f64();
+        let clock = Instant::now();
+        let template_match = template_matches(&g, &prompts, system)?;
+        let template_seconds = clock.elapsed().as_secs_f64();
+        let run = g.measure(
+            &examples,
+            &tool_prompts(&g, &cases, system)?,
+            TOOL_CALL_TOKENS,
+            crate::serve::text::may_be_tool_call,
+        )?;
+        let loss = run.loss.mean();
+        let (acc, parse) = tool_figures(&run.answers, &cases);
         timing.push(serde_json::json!({
-            "quantization": q, "file": path, "lossSeconds": loss_started.elapsed().as_secs_f64(),
+            "quantization": q, "file": path, "loadSeconds": load_seconds, "lossSeconds": run.loss_seconds,
+            "templateSeconds": template_seconds, "toolSeconds": run.answer_seconds,
             "tokens": examples.iter().map(|e| e.ids.len()).sum::<usize>(),
         }));
-        let template_match = template_matches(&g, &prompts, system)?;
-        let (acc, parse) = tool_figures(&g, &cases, system)?;
         tracing::info!(quantization = %q, ?loss, template_match, tool_call_accuracy = ?acc, "evaluated");
         ggufs.push(GgufEvaluation {
             quantization: *q,
@@ -190,6 +209,7 @@ pub fn evaluate(tr: &TrainingRun, opts: &EvalOptions) -> Result<EvaluationStatus
     // can decode the same sequences.
     let bench = serde_json::json!({
         "ggufs": timing,
+        "base": { "convertSeconds": base_convert, "toolSeconds": base_run.answer_seconds, "toolCases": cases.len() },
         "sequences": examples.iter().map(|e| &e.ids).collect::<Vec<_>>(),
         "seconds": status.duration_seconds,
     });
@@ -284,31 +304,35 @@ fn template_matches(g: &Gguf, prompts: &[Prompt], system: &str) -> Result<bool, 
     Ok(true)
 }
 
-/// Tool-call accuracy and parse rate of greedy answers, rendered as the built-in server renders a request;
-/// `None` without reference calls.
-fn tool_figures(g: &Gguf, cases: &[tools::ToolCase], system: &str) -> Result<(Option<f64>, Option<f64>), EvalError> {
+/// Each tool-call case's prompt as the built-in server renders the request from the GGUF's own template and
+/// tokenizes it.
+fn tool_prompts(g: &Gguf, cases: &[tools::ToolCase], system: &str) -> Result<Vec<Vec<i64>>, EvalError> {
     if cases.is_empty() {
-        return Ok((None, None));
+        return Ok(Vec::new());
     }
     let source = g.chat_template().unwrap_or_default();
     let (bos, eos) = g.bos_eos();
     let served = ChatTemplate::new(&source, &bos, &eos)?;
     let system = (!system.is_empty()).then_some(system);
+    cases
+        .iter()
+        .map(|case| Ok(g.tokenize(&crate::chat::server_prompt(&served, system, &case.prompt, &case.tools)?)))
+        .collect()
+}
+
+/// Tool-call accuracy and parse rate of the greedy answers; `None` without reference calls.
+fn tool_figures(answers: &[String], cases: &[tools::ToolCase]) -> (Option<f64>, Option<f64>) {
+    if cases.is_empty() {
+        return (None, None);
+    }
     let (mut correct, mut parsed) = (0usize, 0usize);
-    for case in cases {
-        let text = crate::chat::server_prompt(&served, system, &case.prompt, &case.tools)?;
-        // Generation stops as soon as the answer cannot be a call any more: prose is judged by its start.
-        let answer = g.generate(
-            &g.tokenize(&text),
-            TOOL_CALL_TOKENS,
-            crate::serve::text::may_be_tool_call,
-        )?;
-        let v = tools::judge(&answer, case);
+    for (answer, case) in answers.iter().zip(cases) {
+        let v = tools::judge(answer, case);
         correct += usize::from(v.correct);
         parsed += usize::from(v.parsed);
     }
     let n = cases.len() as f64;
-    Ok((Some(correct as f64 / n), Some(parsed as f64 / n)))
+    (Some(correct as f64 / n), Some(parsed as f64 / n))
 }
 
 /// The trainer's eval losses: the base model's (the evaluation before the first step) and the adapter's
