@@ -144,14 +144,26 @@ async fn an_evicted_training_pod_resumes_from_its_checkpoint() {
         .until(&client, "TrainingRun", &tr, "Ready after the eviction", ready)
         .await;
     assert_eq!(done["status"]["attempt"], 1, "an eviction is not a new attempt");
-    let job = rel.get(&client, "Job", &format!("{tr}-attempt-1")).await.expect("Job");
+    // The run is done once the Job has `SuccessCriteriaMet`; the Job controller may count the succeeded Pod in
+    // `status.succeeded` a sync later (it is in `uncountedTerminatedPods` until its finalizer is removed).
+    let job = eventually(cluster::PATIENCE, "the Job counts its succeeded Pod", || async {
+        let job = rel
+            .get(&client, "Job", &format!("{tr}-attempt-1"))
+            .await
+            .ok_or_else(|| "no Job".to_string())?;
+        if job["status"]["succeeded"] == 1 {
+            Ok(job)
+        } else {
+            Err(format!("Job status: {}", job["status"]))
+        }
+    })
+    .await;
     // podFailurePolicy: the disrupted Pod is ignored, not counted against backoffLimit.
     assert!(
         job["status"]["failed"].as_i64().unwrap_or(0) == 0,
         "the eviction counted as a failure: {}",
         job["status"]
     );
-    assert_eq!(job["status"]["succeeded"], 1);
     // The replacement's trainer started from the checkpoint, not from step 0.
     let started: Vec<String> = cp.kubelet.started.lock().unwrap().clone();
     let trains: Vec<&String> = started
