@@ -110,6 +110,22 @@ where
     (store, handles)
 }
 
+/// Every object of one of our kinds in the scope, without what no reconcile reads.
+fn every<K>(
+    client: &Client,
+    ns: &Option<String>,
+) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + Debug
+        + Send
+        + 'static,
+{
+    watcher(api(client, ns), watcher::Config::default()).modify(|o: &mut K| trimmed_meta(o.meta_mut()))
+}
+
 fn trimmed_meta(meta: &mut ObjectMeta) {
     meta.managed_fields = None;
     // kubectl's last-applied copy of the whole object, when someone used client-side apply.
@@ -128,26 +144,10 @@ impl Scope {
         ns: &Option<String>,
         tasks: &mut Vec<tokio::task::JoinHandle<()>>,
     ) -> (Scope, Triggers) {
-        let all = watcher::Config::default;
         let ours = || watcher::Config::default().labels(&children_selector());
-        let (datasets, ds_t) = shared(
-            "Dataset",
-            watcher(api(client, ns), all()).modify(|o: &mut Dataset| trimmed_meta(&mut o.metadata)),
-            2,
-            tasks,
-        );
-        let (runs, tr_t) = shared(
-            "TrainingRun",
-            watcher(api(client, ns), all()).modify(|o: &mut TrainingRun| trimmed_meta(&mut o.metadata)),
-            2,
-            tasks,
-        );
-        let (servings, ms_t) = shared(
-            "ModelServing",
-            watcher(api(client, ns), all()).modify(|o: &mut ModelServing| trimmed_meta(&mut o.metadata)),
-            1,
-            tasks,
-        );
+        let (datasets, ds_t) = shared("Dataset", every::<Dataset>(client, ns), 2, tasks);
+        let (runs, tr_t) = shared("TrainingRun", every::<TrainingRun>(client, ns), 2, tasks);
+        let (servings, ms_t) = shared("ModelServing", every::<ModelServing>(client, ns), 1, tasks);
         let (jobs, job_t) = shared(
             "Job",
             watcher(api(client, ns), ours()).modify(|j: &mut Job| {

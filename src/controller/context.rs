@@ -56,24 +56,34 @@ impl Context {
 
     /// Dataset `name` in `ns`: from the cache, or read.
     pub async fn dataset(&self, ns: &str, name: &str) -> Result<Option<Dataset>, Error> {
-        if let Some(cache) = &self.cache {
-            return Ok(cache.dataset(ns, name).map(|d| (*d).clone()));
-        }
-        let api: Api<Dataset> = Api::namespaced(self.client.clone(), ns);
-        api.get_opt(name)
-            .await
-            .map_err(kube_err(format!("get Dataset {ns}/{name}")))
+        self.cached_or_read(ns, name, |c| c.dataset(ns, name)).await
     }
 
     /// TrainingRun `name` in `ns`: from the cache, or read.
     pub async fn training_run(&self, ns: &str, name: &str) -> Result<Option<TrainingRun>, Error> {
+        self.cached_or_read(ns, name, |c| c.run(ns, name)).await
+    }
+
+    /// An object from the synced cache when there is one (the operator), else a GET (unit tests).
+    async fn cached_or_read<K>(
+        &self,
+        ns: &str,
+        name: &str,
+        cached: impl FnOnce(&Cache) -> Option<Arc<K>>,
+    ) -> Result<Option<K>, Error>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
         if let Some(cache) = &self.cache {
-            return Ok(cache.run(ns, name).map(|r| (*r).clone()));
+            return Ok(cached(cache).map(|o| (*o).clone()));
         }
-        let api: Api<TrainingRun> = Api::namespaced(self.client.clone(), ns);
+        let api: Api<K> = Api::namespaced(self.client.clone(), ns);
         api.get_opt(name)
             .await
-            .map_err(kube_err(format!("get TrainingRun {ns}/{name}")))
+            .map_err(kube_err(format!("get {} {ns}/{name}", K::kind(&()))))
     }
 
     /// The Pods of Job `job_name`, from the cache. Once the Job has ended, its result is read from their
