@@ -19,7 +19,9 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, ContainerState, ContainerStateTerminated, ContainerStatus, Pod, PodSpec, PodStatus, Service,
+};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PartialObjectMeta};
@@ -37,8 +39,11 @@ pub fn children_selector() -> String {
     format!("app.kubernetes.io/managed-by={FIELD_MANAGER}")
 }
 
-/// How many events a shared watch buffers per subscriber before it waits for the slowest one.
-const SUBSCRIBER_BUFFER: usize = 1024;
+/// How many events a shared watch buffers per subscriber before it waits for the slowest one. The buffer is
+/// allocated whole when the watch starts, for each kind and namespace: at 1,024 the buffers were 8 MiB of the
+/// operator's 72 MiB peak heap with 10 namespaces. Subscribers only hand the object to their controller's
+/// queue, so they never fall far behind, and a full buffer only makes the watch wait, it loses nothing.
+const SUBSCRIBER_BUFFER: usize = 128;
 
 /// The stores of one namespace scope (a namespace, or the whole cluster).
 #[derive(Clone)]
@@ -126,6 +131,61 @@ where
     watcher(api(client, ns), watcher::Config::default()).modify(|o: &mut K| trimmed_meta(o.meta_mut()))
 }
 
+/// A Job Pod as the reconciles read it (see `job_status`): its name, labels, creation time and deletion mark;
+/// of its spec the container names (the order of the steps); of its status the phase, conditions (eviction's
+/// `DisruptionTarget`), Pod IP (the trainer's metrics) and each container's state. The rest — volumes, env,
+/// images, IDs, probes, restart counts, host addresses — was 13 MiB of the stores with 1,000 Pods.
+fn trim_pod(p: &mut Pod) {
+    trimmed_meta(&mut p.metadata);
+    p.metadata.annotations = None;
+    p.metadata.owner_references = None;
+    p.metadata.finalizers = None;
+    let names = |cs: &[Container]| -> Vec<Container> {
+        cs.iter()
+            .map(|c| Container {
+                name: c.name.clone(),
+                ..Default::default()
+            })
+            .collect()
+    };
+    if let Some(spec) = p.spec.as_mut() {
+        *spec = PodSpec {
+            init_containers: spec.init_containers.as_deref().map(names),
+            containers: names(&spec.containers),
+            ..Default::default()
+        };
+    }
+    if let Some(status) = p.status.as_mut() {
+        let states = |cs: &mut Vec<ContainerStatus>| -> Vec<ContainerStatus> {
+            std::mem::take(cs)
+                .into_iter()
+                .map(|c| ContainerStatus {
+                    name: c.name,
+                    state: c.state.map(|s| ContainerState {
+                        running: s.running.map(|_| Default::default()),
+                        terminated: s.terminated.map(|t| ContainerStateTerminated {
+                            exit_code: t.exit_code,
+                            reason: t.reason,
+                            message: t.message,
+                            ..Default::default()
+                        }),
+                        waiting: None,
+                    }),
+                    ..Default::default()
+                })
+                .collect()
+        };
+        *status = PodStatus {
+            phase: status.phase.take(),
+            conditions: status.conditions.take(),
+            pod_ip: status.pod_ip.take(),
+            init_container_statuses: status.init_container_statuses.as_mut().map(states),
+            container_statuses: status.container_statuses.as_mut().map(states),
+            ..Default::default()
+        };
+    }
+}
+
 fn trimmed_meta(meta: &mut ObjectMeta) {
     meta.managed_fields = None;
     // kubectl's last-applied copy of the whole object, when someone used client-side apply.
@@ -191,24 +251,7 @@ impl Scope {
         // nothing subscribes: a Pod's change reaches its owner through the Job's status.
         let (pods, pods_writer) = reflector::store();
         let pod_config = watcher::Config::default().labels(&format!("{},job-name", children_selector()));
-        let pod_events = watcher(api::<Pod>(client, ns), pod_config).modify(|p: &mut Pod| {
-            trimmed_meta(&mut p.metadata);
-            if let Some(spec) = p.spec.as_mut() {
-                let names = |cs: &[Container]| -> Vec<Container> {
-                    cs.iter()
-                        .map(|c| Container {
-                            name: c.name.clone(),
-                            ..Default::default()
-                        })
-                        .collect()
-                };
-                *spec = k8s_openapi::api::core::v1::PodSpec {
-                    init_containers: spec.init_containers.as_deref().map(names),
-                    containers: names(&spec.containers),
-                    ..Default::default()
-                };
-            }
-        });
+        let pod_events = watcher(api::<Pod>(client, ns), pod_config).modify(trim_pod);
         tasks.push(tokio::spawn(
             reflector::reflector(pods_writer, pod_events.default_backoff()).for_each(|event| async move {
                 if let Err(e) = event {

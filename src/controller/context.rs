@@ -1,7 +1,6 @@
 //! What every reconcile shares, and the error type whose fixed `category()` labels metrics and Events.
 
 use crate::api::conditions::Phase;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use std::sync::Arc;
 
 use k8s_openapi::api::batch::v1::Job;
@@ -14,6 +13,7 @@ use crate::api::{Dataset, TrainingRun};
 
 use super::cache::{AppliedMemo, Cache, WrittenStatus};
 use super::config::Settings;
+use super::events::{EventWriter, Note};
 use super::workload::{FIELD_MANAGER, WORKER_METRICS_PORT};
 
 /// Shared state of the controllers.
@@ -24,7 +24,7 @@ pub struct Context {
     /// Fetches a trainer's metrics text; a plain HTTP client in the operator, a stub-free real one in tests.
     pub http: reqwest::Client,
     /// Writes Kubernetes Events (phase changes and failures) on our resources.
-    pub recorder: Recorder,
+    pub recorder: Arc<EventWriter>,
     /// Port of the trainer's /metrics on its Pod IP (the Job's `metrics` port; tests point it elsewhere).
     pub trainer_metrics_port: u16,
     /// The watches' stores, read instead of the API. `None` where nothing watches — the reconcile unit tests,
@@ -38,12 +38,12 @@ pub struct Context {
 
 impl Context {
     pub fn new(client: Client, settings: Settings) -> Self {
-        let reporter = Reporter {
-            controller: FIELD_MANAGER.to_string(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: Arc::new(EventWriter::new(
+                client.clone(),
+                FIELD_MANAGER,
+                std::env::var("POD_NAME").ok(),
+            )),
             client,
             settings,
             http: reqwest::Client::new(),
@@ -123,16 +123,10 @@ impl Context {
         if old == Some(new) {
             return;
         }
-        let event = Event {
-            type_: if new == Phase::Failed {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
+        let event = Note {
+            warning: new == Phase::Failed,
             reason: new.to_string(),
-            note: Some(message.chars().take(1000).collect()),
-            action: "Reconcile".to_string(),
-            secondary: None,
+            note: message.chars().take(1000).collect(),
         };
         if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
             tracing::warn!(error = %e, reason = %new, "could not record an Event");

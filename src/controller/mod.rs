@@ -6,6 +6,7 @@ pub mod cache;
 pub mod config;
 pub mod context;
 pub mod dataset;
+pub mod events;
 // An in-memory API server for unit tests that assert requests, and for the in-memory convergence benchmark;
 // never part of the shipped operator.
 #[cfg(any(test, feature = "fake-api"))]

@@ -257,7 +257,7 @@ mod tests {
         let running = tokio::spawn(operator::run_with(fake.client(), cli.args));
 
         // Calls the loop makes only later or at shutdown: renewing and releasing the Lease (PUT), and an Event
-        // repeated within the Recorder's cache window (a series patch).
+        // repeated within the series window of `EventWriter` (a series patch).
         let election = LeaderElection::new(
             Api::namespaced(fake.client(), "fireweave-system"),
             "rbac-check",

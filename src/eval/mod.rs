@@ -180,7 +180,7 @@ pub fn evaluate(tr: &TrainingRun, opts: &EvalOptions) -> Result<EvaluationStatus
         let (acc, parse) = tool_figures(&run.answers, &cases);
         timing.push(serde_json::json!({
             "quantization": q, "file": path, "loadSeconds": load_seconds, "lossSeconds": run.loss_seconds,
-            "templateSeconds": template_seconds, "toolSeconds": run.answer_seconds,
+            "templateSeconds": template_seconds, "toolSeconds": run.answer_seconds, "toolAnswers": run.answers,
             "tokens": examples.iter().map(|e| e.ids.len()).sum::<usize>(),
         }));
         tracing::info!(quantization = %q, ?loss, template_match, tool_call_accuracy = ?acc, "evaluated");
@@ -209,7 +209,10 @@ pub fn evaluate(tr: &TrainingRun, opts: &EvalOptions) -> Result<EvaluationStatus
     // can decode the same sequences.
     let bench = serde_json::json!({
         "ggufs": timing,
-        "base": { "convertSeconds": base_convert, "toolSeconds": base_run.answer_seconds, "toolCases": cases.len() },
+        "base": {
+            "convertSeconds": base_convert, "toolSeconds": base_run.answer_seconds, "toolCases": cases.len(),
+            "toolAnswers": base_run.answers,
+        },
         "sequences": examples.iter().map(|e| &e.ids).collect::<Vec<_>>(),
         "seconds": status.duration_seconds,
     });
@@ -345,7 +348,9 @@ fn trainer_losses(metrics: &Path) -> Result<(Option<f64>, Option<f64>), EvalErro
     let text = std::fs::read_to_string(metrics).map_err(|e| bad(format!("the train step's report: {e}")))?;
     let report: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
     let evals = report["evals"].as_array().cloned().unwrap_or_default();
-    let loss_at = |e: Option<&serde_json::Value>| e.and_then(|e| e["loss"].as_f64());
+    // JSON has no NaN: a trainer whose loss became NaN writes `null`. An eval that ran without a number is a
+    // NaN loss (the gate names the run diverged), not a missing figure that no check looks at.
+    let loss_at = |e: Option<&serde_json::Value>| e.map(|e| e["loss"].as_f64().unwrap_or(f64::NAN));
     let base = loss_at(evals.iter().find(|e| e["step"] == 0));
     Ok((base, loss_at(evals.last())))
 }
@@ -433,4 +438,25 @@ pub fn loss_chart(s: &EvaluationStatus) -> String {
     }
     svg.push_str("</svg>\n");
     svg
+}
+
+#[cfg(test)]
+mod tests {
+    /// A trainer whose eval loss became NaN writes `null` (JSON has no NaN); the gate must see a NaN, which it
+    /// names as a diverged run, not a missing figure.
+    #[test]
+    fn a_null_eval_loss_is_nan_and_no_eval_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = dir.path().join("metrics.json");
+        std::fs::write(
+            &metrics,
+            r#"{"evals": [{"step": 0, "loss": 3.2}, {"step": 3, "loss": null}]}"#,
+        )
+        .unwrap();
+        let (base, adapter) = super::trainer_losses(&metrics).unwrap();
+        assert_eq!(base, Some(3.2));
+        assert!(adapter.is_some_and(f64::is_nan), "{adapter:?}");
+        std::fs::write(&metrics, r#"{"evals": []}"#).unwrap();
+        assert_eq!(super::trainer_losses(&metrics).unwrap(), (None, None));
+    }
 }

@@ -96,6 +96,21 @@ async fn a_failing_worker_stalls_with_the_pods_reason_and_message() {
     // Every attempt really ran: the Job's backoff limit (2) allows three Pods.
     let job_obj = rel.get(&client, "Job", job).await.expect("Job");
     assert_eq!(job_obj["status"]["failed"], 3, "{}", job_obj["status"]);
+    // `kubectl events` tells the same story: a Warning on the Dataset from the operator, with the reason.
+    let events: Value =
+        serde_json::from_str(&rel.kubectl(&["get", "events.events.k8s.io", "-o", "json"])).expect("events");
+    let warning = events["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|e| e["type"] == "Warning" && e["regarding"]["kind"] == "Dataset" && e["regarding"]["name"] == "missing")
+        .unwrap_or_else(|| panic!("no Warning Event on the Dataset: {events}"));
+    assert_eq!(warning["reason"], "Failed", "{warning}");
+    assert_eq!(warning["reportingController"], "fireweave-ai-operator", "{warning}");
+    assert!(
+        warning["note"].as_str().unwrap_or_default().contains("not-there"),
+        "{warning}"
+    );
     rel.assert_no_forbidden();
 }
 

@@ -292,6 +292,20 @@ impl Release {
             read_only: true,
         });
         set_env(&mut launch.env, "KUBECONFIG", KUBECONFIG);
+        // For profiling the operator under the harness (`LD_PRELOAD=…/libheaptrack_preload.so
+        // DUMP_HEAPTRACK_OUTPUT=FILE`, `MALLOC_ARENA_MAX=1`): `FIREWEAVE_OPERATOR_ENV="K=V K2=V2"` starts it
+        // through `env K=V …`, so that only the operator itself sees them (not unshare and sh before it;
+        // heaptrack's preload library traces the first program that loads it and hides itself from children).
+        let extra: Vec<String> = std::env::var("FIREWEAVE_OPERATOR_ENV")
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        if !extra.is_empty() {
+            launch
+                .argv
+                .splice(0..0, std::iter::once("/usr/bin/env".to_string()).chain(extra));
+        }
         let log = dir.join("operator.log");
         let daemon = Daemon::start(&format!("operator {name}"), container::command(&launch), log);
         self.operators.lock().unwrap().push(Operator {
