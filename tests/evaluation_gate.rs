@@ -11,26 +11,32 @@ use std::process::{Command, Output};
 
 fn manifests(dir: &Path, base: &str, learning_rate: &str, serving_extra: &str) -> PathBuf {
     let path = dir.join("pipeline.yaml");
+    // The base model beside the manifest, named by a relative path as the quickstart's is.
+    std::fs::create_dir_all(dir.join("models")).unwrap();
+    std::os::unix::fs::symlink(support::fixture(base), dir.join("models").join(base)).unwrap();
     let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/fireweave");
     std::fs::write(
         &path,
         format!(
             "apiVersion: ai.fireweave.io/v1alpha1\nkind: Dataset\nmetadata: {{name: d}}\nspec:\n  sources: [{{path: {}}}]\n---\n\
-             apiVersion: ai.fireweave.io/v1alpha1\nkind: TrainingRun\nmetadata: {{name: t}}\nspec:\n  baseModel: {{path: {}}}\n  datasetRef: {{name: d}}\n  baseQuantization: none\n  lora: {{r: 4, alpha: 8}}\n  hyperparameters: {{epochs: 1, batchSize: 2, gradientAccumulation: 1, maxSteps: 3, warmupSteps: 0, maxSeqLength: 1024, learningRate: {learning_rate}}}\n  export: {{merge: true, gguf: [Q8_0]}}\n  evaluation: {{maxExamples: 6}}\n---\n\
+             apiVersion: ai.fireweave.io/v1alpha1\nkind: TrainingRun\nmetadata: {{name: t}}\nspec:\n  baseModel: {{path: models/{base}}}\n  datasetRef: {{name: d}}\n  baseQuantization: none\n  lora: {{r: 4, alpha: 8}}\n  hyperparameters: {{epochs: 1, batchSize: 2, gradientAccumulation: 1, maxSteps: 3, warmupSteps: 0, maxSeqLength: 1024, learningRate: {learning_rate}}}\n  export: {{merge: true, gguf: [Q8_0]}}\n  evaluation: {{maxExamples: 6}}\n---\n\
              apiVersion: ai.fireweave.io/v1alpha1\nkind: ModelServing\nmetadata: {{name: s}}\nspec:\n  model: {{trainingRunRef: {{name: t, quantization: Q8_0}}}}\n  engine: builtin\n{serving_extra}",
             sample.display(),
-            support::fixture(base).display()
         ),
     )
     .unwrap();
     path
 }
 
+/// Runs from the manifest's folder with `--artifacts` relative to it, as a user typing `--artifacts out` would
+/// (the base model's GGUF for the evaluation is built from links, which once dangled for a relative path).
 fn run(manifest: &Path, artifacts: &Path) -> Output {
+    let here = manifest.parent().unwrap();
     Command::new(env!("CARGO_BIN_EXE_fireweave-ai"))
+        .current_dir(here)
         .args(["run", "--no-serve", "--device", "cpu", "--threads", "2", "--artifacts"])
-        .arg(artifacts)
-        .arg(manifest)
+        .arg(artifacts.strip_prefix(here).unwrap_or(artifacts))
+        .arg(manifest.strip_prefix(here).unwrap())
         .env("RUST_LOG", "warn")
         .output()
         .unwrap()
@@ -63,6 +69,30 @@ fn a_healthy_run_passes_and_a_diverged_one_is_not_served() {
     assert_eq!(
         status(&artifacts, "modelserving-s.yaml")["status"]["servedModel"]["evaluation"],
         "passed (attempt 1)"
+    );
+    // The worker's own command on the same run, from the manifest's folder with relative paths (the base
+    // model's GGUF is built from links, which dangled when the model folder was a relative path).
+    let manifest = std::fs::read_to_string(tmp.path().join("pipeline.yaml")).unwrap();
+    let run_doc = manifest.split("---\n").nth(1).unwrap();
+    std::fs::write(tmp.path().join("run.yaml"), run_doc).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fireweave-ai"))
+        .current_dir(tmp.path())
+        .args([
+            "evaluate",
+            "--spec",
+            "run.yaml",
+            "--artifacts",
+            "artifacts",
+            "--threads",
+            "2",
+        ])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "fireweave-ai evaluate: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
 
     // A run with a learning rate far too high: the adapter makes the held-out answers less likely than the base

@@ -380,6 +380,9 @@ impl Drop for Scratch {
 fn base_as_gguf(model_dir: &Path, template: &str, scratch: &Path) -> Result<PathBuf, EvalError> {
     let base = scratch.join("base");
     std::fs::create_dir_all(&base).map_err(artifact::io(&base))?;
+    // A link's relative target resolves from the link's folder, not from where we run: `--artifacts ./x`
+    // made every link dangle.
+    let model_dir = &std::path::absolute(model_dir).map_err(artifact::io(model_dir))?;
     for entry in std::fs::read_dir(model_dir).map_err(artifact::io(model_dir))?.flatten() {
         let name = entry.file_name();
         let target = base.join(&name);
