@@ -261,6 +261,9 @@ def queue_full_and_disconnect_frees_slot():
         deadline = time.time() + 10
         while busy_metric("fireweave_serve_queue_depth") < 1 and time.time() < deadline:
             time.sleep(0.05)
+        # Both must still hold: the holder decoding and the waiter queued (else the next request's 200 below would
+        # say nothing about the queue limit).
+        assert busy_metric("fireweave_serve_active_slots") == 1 and busy_metric("fireweave_serve_queue_depth") == 1
         # ... so the next one is refused.
         r = busy.post("/api/chat", json={"model": M, "messages": USER, "stream": False})
         assert r.status_code == 503, r.status_code

@@ -222,7 +222,6 @@ pub fn run(
             match job {
                 Ok(job) => {
                     state.queued.fetch_sub(1, Ordering::SeqCst);
-                    metrics.queue_depth.set(state.queued.load(Ordering::SeqCst) as i64);
                     match job {
                         Job::Embed(e) => {
                             let result = embed(backend, model, params, &mut embed_ctx, &e.inputs);
@@ -235,7 +234,7 @@ pub fn run(
                 Err(TryRecvError::Disconnected) => disconnected = true,
             }
         }
-        let active = publish_active(&slots, &state, &metrics);
+        let active = publish_active(&slots, &state);
         if active == 0 {
             if disconnected {
                 return Ok(());
@@ -245,15 +244,14 @@ pub fn run(
         step(model, &mut ctx, &mut batch, &mut slots, params, &metrics);
         // Again after the step: a request that just finished frees its slot now, and the loop may next block
         // in `recv` for a long idle time — the gauge must not keep saying a slot is busy meanwhile.
-        publish_active(&slots, &state, &metrics);
+        publish_active(&slots, &state);
     }
 }
 
-/// Counts the busy slots into the scheduler state and the `active_slots` gauge.
-fn publish_active(slots: &[Option<Slot>], state: &EngineState, metrics: &Metrics) -> usize {
+/// Counts the busy slots into the scheduler state (the `active_slots` gauge reads it at scrape time).
+fn publish_active(slots: &[Option<Slot>], state: &EngineState) -> usize {
     let active = slots.iter().filter(|s| s.is_some()).count();
     state.active.store(active, Ordering::SeqCst);
-    metrics.active_slots.set(active as i64);
     active
 }
 

@@ -243,6 +243,17 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
+    // The two gauges are read from the engines' counters at scrape time, summed over the models: set from the
+    // request and engine threads instead, a late write could leave a value that was already stale (a queue
+    // depth of 1 with nothing queued), and with several models each engine overwrote the others' figure.
+    let (queued, active) = state.models.iter().fold((0, 0), |(q, a), m| {
+        (
+            q + m.state.queued.load(Ordering::SeqCst),
+            a + m.state.active.load(Ordering::SeqCst),
+        )
+    });
+    state.metrics.queue_depth.set(queued as i64);
+    state.metrics.active_slots.set(active as i64);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
@@ -307,11 +318,7 @@ fn render_chat(m: &ServedModel, messages: Vec<Message>, tools: &[Value]) -> Resu
 }
 
 /// Queues a generation; `Err` is the 503 when the queue is full.
-fn submit(
-    p: Prepared,
-    metrics: &Metrics,
-    endpoint: &'static str,
-) -> Result<(mpsc::UnboundedReceiver<Event>, usize), ApiError> {
+fn submit(p: Prepared, endpoint: &'static str) -> Result<(mpsc::UnboundedReceiver<Event>, usize), ApiError> {
     let unknown = p.options.unknown_keys();
     if !unknown.is_empty() {
         tracing::warn!(keys = ?unknown, "ignoring unknown options");
@@ -351,17 +358,14 @@ fn submit(
         events: tx,
         endpoint,
     });
-    enqueue(&p.model, metrics, job)?;
+    enqueue(&p.model, job)?;
     Ok((rx, n_prompt))
 }
 
-fn enqueue(m: &ServedModel, metrics: &Metrics, job: Job) -> Result<(), ApiError> {
-    let depth = m.state.queued.fetch_add(1, Ordering::SeqCst) + 1;
+fn enqueue(m: &ServedModel, job: Job) -> Result<(), ApiError> {
+    m.state.queued.fetch_add(1, Ordering::SeqCst);
     match m.jobs.try_send(job) {
-        Ok(()) => {
-            metrics.queue_depth.set(depth as i64);
-            Ok(())
-        }
+        Ok(()) => Ok(()),
         Err(e) => {
             m.state.queued.fetch_sub(1, Ordering::SeqCst);
             match e {
@@ -471,7 +475,6 @@ async fn chat(State(state): State<AppState>, body: Bytes) -> Result<Response, Ap
             grammar,
             logit_bias: Vec::new(),
         },
-        &state.metrics,
         "/api/chat",
     )?;
     respond(rx, responder, req.stream.unwrap_or(true), false).await
@@ -517,7 +520,6 @@ async fn generate(State(state): State<AppState>, body: Bytes) -> Result<Response
             grammar,
             logit_bias: Vec::new(),
         },
-        &state.metrics,
         "/api/generate",
     )?;
     respond(rx, responder, req.stream.unwrap_or(true), false).await
@@ -547,7 +549,6 @@ async fn openai_chat(State(state): State<AppState>, body: Bytes) -> Result<Respo
             grammar,
             logit_bias,
         },
-        &state.metrics,
         "/v1/chat/completions",
     )
     .map_err(ApiError::openai)?;
@@ -587,7 +588,7 @@ async fn embed(State(state): State<AppState>, body: Bytes) -> Result<Json<Value>
     }
     let prompt_eval_count: usize = tokens.iter().map(Vec::len).sum();
     let (reply, rx) = oneshot::channel();
-    enqueue(&m, &state.metrics, Job::Embed(EmbedJob { inputs: tokens, reply }))?;
+    enqueue(&m, Job::Embed(EmbedJob { inputs: tokens, reply }))?;
     let embeddings = rx
         .await
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "embedding stopped"))?
