@@ -257,11 +257,12 @@ async fn bench(cp: &'static ControlPlane, n: usize) {
         let api: kube::Api<kube::api::DynamicObject> = kube::Api::all_with(client.clone(), &resource);
         let writer = kube::runtime::reflector::store::Writer::new(resource);
         let store = writer.as_reader();
-        let events = kube::runtime::watcher(api, kube::runtime::watcher::Config::default());
-        tokio::spawn(kube::runtime::reflector(writer, events).for_each(|_| async {}));
-        store
+        use kube::runtime::WatchStreamExt;
+        let events = kube::runtime::watcher(api, kube::runtime::watcher::Config::default()).default_backoff();
+        let task = tokio::spawn(kube::runtime::reflector(writer, events).for_each(|_| async {}));
+        (store, task)
     };
-    let (run_store, serving_store) = (watched("TrainingRun"), watched("ModelServing"));
+    let ((run_store, run_watch), (serving_store, serving_watch)) = (watched("TrainingRun"), watched("ModelServing"));
     let count = |store: &kube::runtime::reflector::Store<kube::api::DynamicObject>, phase: &str| {
         store
             .state()
@@ -289,7 +290,12 @@ async fn bench(cp: &'static ControlPlane, n: usize) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    // Stopped before the control plane goes: a watch left to retry against a dead API server kept one core busy
+    // after the figures were printed, and the next run measured on the one core left.
+    run_watch.abort();
+    serving_watch.abort();
     let cpu_after: BTreeMap<String, f64> = pids.iter().map(|(k, p)| (k.clone(), cpu_seconds(*p))).collect();
+    let rss_after: BTreeMap<String, f64> = pids.iter().map(|(k, p)| (k.clone(), peak_rss_mib(*p))).collect();
     let metrics = rel.metrics("fireweave-ai-0").await;
     let operator_requests: Vec<AuditEvent> = cp_audit(cp)[audit_before..]
         .iter()
@@ -361,7 +367,11 @@ async fn bench(cp: &'static ControlPlane, n: usize) {
             .join(", ")
     );
     for (name, before) in &cpu_before {
-        println!("  {name:<24} {:>7.1} CPU s", cpu_after[name] - before);
+        println!(
+            "  {name:<24} {:>7.1} CPU s, peak RSS {:>6.0} MiB",
+            cpu_after[name] - before,
+            rss_after[name]
+        );
     }
     println!("  operator                 {:>7.1} CPU s", cpu_seconds(operator_pid));
 }

@@ -203,7 +203,10 @@ async fn drive<K, F, Fut>(
                     let _ = gate.synced.wait_for(|s| *s).await;
                     let _slot = gate.slots.acquire().await;
                     let started = Instant::now();
-                    let result = reconcile(obj, ctx).await;
+                    // Boxed, so that it is allocated only now: inline, every reconcile waiting for a slot (all
+                    // 2,000 of a burst) carried the space of a running one, ~15 KB of state each, and heaptrack
+                    // put 28 MiB of the operator's peak heap there.
+                    let result = Box::pin(reconcile(obj, ctx)).await;
                     metrics.observe(kind, started, result.as_ref().err());
                     result
                 }

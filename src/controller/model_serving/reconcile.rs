@@ -35,40 +35,13 @@ pub async fn reconcile(ms: Arc<ModelServing>, ctx: Arc<Context>) -> Result<Actio
         name: ms.name_any(),
     })?;
     let api: Api<ModelServing> = Api::namespaced(ctx.client.clone(), &ns);
-    let run = match &ms.spec.model.training_run_ref {
-        Some(r) => ctx.training_run(&ns, &r.name).await?,
-        None => None,
-    };
-    let model = match wanted_model(&ms, run.as_ref()) {
-        Ok(model) => model,
-        Err(why) => {
-            let status = waiting_status(&ms, &why, &now());
-            update_status(&ctx, &api, ms.as_ref(), &status).await?;
-            return Ok(Action::requeue(WAIT));
-        }
-    };
-
+    // The Service and the NetworkPolicy depend on the ModelServing's spec alone, so they exist from the start
+    // (clients can resolve the name while the model trains). Creating them early also matters on the API
+    // server's side: it hands out ClusterIPs one at a time under one lock, so a thousand Services applied only
+    // when their models were ready queued up behind each other at the end of a rollout.
     let name = build::child_name(&ms);
-    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
-    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
     let policies: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), &ns);
-
-    let config = match build::config_map(&ms, &model) {
-        Ok(config) => config,
-        Err(why) => {
-            let status = stalled_status(&ms, &why, &now());
-            update_status(&ctx, &api, ms.as_ref(), &status).await?;
-            return Ok(Action::await_change());
-        }
-    };
-    ensure(&ctx, &config_maps, &config).await?;
-    let deployment = ensure_read(
-        &ctx,
-        &deployments,
-        &build::deployment(&ms, &model, &config, &ctx.settings),
-    )
-    .await?;
     ensure(&ctx, &services, &build::service(&ms)).await?;
     match build::network_policy(&ms) {
         Some(policy) => {
@@ -95,6 +68,37 @@ pub async fn reconcile(ms: Arc<ModelServing>, ctx: Arc<Context>) -> Result<Actio
         }
     }
 
+    let run = match &ms.spec.model.training_run_ref {
+        Some(r) => ctx.training_run(&ns, &r.name).await?,
+        None => None,
+    };
+    let model = match wanted_model(&ms, run.as_ref()) {
+        Ok(model) => model,
+        Err(why) => {
+            let status = waiting_status(&ms, &why, &now());
+            update_status(&ctx, &api, ms.as_ref(), &status).await?;
+            return Ok(Action::requeue(WAIT));
+        }
+    };
+
+    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+
+    let config = match build::config_map(&ms, &model) {
+        Ok(config) => config,
+        Err(why) => {
+            let status = stalled_status(&ms, &why, &now());
+            update_status(&ctx, &api, ms.as_ref(), &status).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    ensure(&ctx, &config_maps, &config).await?;
+    let deployment = ensure_read(
+        &ctx,
+        &deployments,
+        &build::deployment(&ms, &model, &config, &ctx.settings),
+    )
+    .await?;
     let mut status = next_status(&ms, &model, &deployment, &now());
     // A newer model held back by its evaluation: the one serving stays, and the status says why.
     if let Some(note) = crate::api::model_serving::held_back(&ms.spec.model, run.as_ref()) {
