@@ -37,8 +37,8 @@ pub async fn reconcile(ms: Arc<ModelServing>, ctx: Arc<Context>) -> Result<Actio
     let api: Api<ModelServing> = Api::namespaced(ctx.client.clone(), &ns);
     // The Service and the NetworkPolicy depend on the ModelServing's spec alone, so they exist from the start
     // (clients can resolve the name while the model trains). Creating them early also matters on the API
-    // server's side: it hands out ClusterIPs one at a time under one lock, so a thousand Services applied only
-    // when their models were ready queued up behind each other at the end of a rollout.
+    // server's side: it hands out ClusterIPs one at a time under one lock, so Services applied only once their
+    // models were ready queued behind each other, and so did those ModelServings' rollouts.
     let name = build::child_name(&ms);
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
     let policies: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), &ns);
