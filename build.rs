@@ -5,7 +5,20 @@
 //!   `--no-as-needed`. Nothing in our code calls into it by name, so the linker's default `--as-needed` drops
 //!   it, and then its CUDA kernels are never registered: every tensor op on `cuda` fails as if the build had
 //!   no GPU support. A CPU-only libtorch has no such file and links as before.
+//!
+//! It also ties the build to the checkout's path. Cargo's fingerprints do not include where a workspace member
+//! lives, so a checkout at another path that shares the target directory (`.ci/run` builds a clean clone into
+//! the same `~/.cache/fireweave-ai/target`) found the other checkout's test binaries fresh, with that
+//! checkout's `CARGO_MANIFEST_DIR` compiled in: tests then read `crds/`, `charts/` and `manifests/` of a
+//! folder that was gone or held another commit. Watching this file by absolute path makes a moved checkout
+//! re-run this script and rebuild the crate.
 fn main() {
+    if let Some(dir) = std::env::var_os("CARGO_MANIFEST_DIR") {
+        println!(
+            "cargo:rerun-if-changed={}",
+            std::path::Path::new(&dir).join("build.rs").display()
+        );
+    }
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     if std::env::var_os("CARGO_FEATURE_TRAIN").is_none() {
         return;
