@@ -12,7 +12,7 @@
 //! (`cargo bench --features fake-api --bench operator_converge`) measures the operator alone.
 //!
 //!   export FIREWEAVE_CLUSTER_BIN="$(bash scripts/cluster.sh)"
-//!   cargo bench --no-default-features --bench operator_converge_cluster [-- N]   # the operator image's build
+//!   cargo bench --no-default-features --profile operator --bench operator_converge_cluster [-- N]   # as the image builds it
 
 #[path = "../tests/support/cluster/mod.rs"]
 mod cluster;

@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # The operator image: `fireweave-ai operator`, which also runs the dataset worker Jobs. Built without the
 # `train` and `serve` features, so it carries neither libtorch nor llama.cpp (scripts/check-operator-links.sh
-# checks the same build in CI). Build from the repository root:
+# checks the same build in CI), with the size-optimized `operator` profile of Cargo.toml (its comment says
+# why). Build from the repository root:
 #   docker build -f scripts/docker/operator.Dockerfile -t ghcr.io/fireweave/fireweave-ai:0.1.0 .
 # Base images are pinned by tag; pin them by digest in your registry mirror for reproducible builds.
 
@@ -14,8 +15,8 @@ COPY tests tests
 COPY src src
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --no-default-features --bin fireweave-ai \
- && install -D target/release/fireweave-ai /out/fireweave-ai
+    cargo build --profile operator --locked --no-default-features --bin fireweave-ai \
+ && install -D target/operator/fireweave-ai /out/fireweave-ai
 
 # glibc, libgcc and CA certificates, nothing else; the same Debian release as the build stage.
 FROM gcr.io/distroless/cc-debian12:nonroot

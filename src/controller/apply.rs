@@ -95,7 +95,7 @@ where
     }
     let (what, ns, name) = describe(desired);
     match ctx.cache.as_ref().and_then(|c| K::cached(c, &ns, &name)) {
-        Some(cached) => Ok((*cached).clone()),
+        Some(cached) => Ok(cached),
         // Gone from the store between the two looks (deleted just now): ask.
         None => api.get(&name).await.map_err(kube_err(format!("get {what}"))),
     }

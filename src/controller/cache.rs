@@ -8,8 +8,8 @@
 //!
 //! What is kept is trimmed to what the reconciles read, so that memory follows the number of objects, not
 //! their size: no `managedFields` anywhere, only metadata for the children whose contents the operator
-//! never reads (ConfigMaps, Services, NetworkPolicies), no Pod template in Jobs and Deployments (their
-//! status is what matters), and of a Pod's spec only its container names (the order of the steps).
+//! never reads (ConfigMaps, Services, NetworkPolicies), metadata and status of Jobs and Deployments, and of
+//! a Job Pod its container names (the order of the steps) and their states (see [`super::slim`]).
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -19,9 +19,7 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, ContainerState, ContainerStateTerminated, ContainerStatus, Pod, PodSpec, PodStatus, Service,
-};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PartialObjectMeta};
@@ -30,6 +28,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 use serde::Serialize;
 
+use super::slim::{JobPod, SlimDeployment, SlimJob};
 use super::workload::FIELD_MANAGER;
 use crate::api::conditions::{Phase, Phased};
 use crate::api::{Dataset, ModelServing, TrainingRun};
@@ -51,9 +50,9 @@ pub struct Scope {
     pub datasets: Store<Dataset>,
     pub runs: Store<TrainingRun>,
     pub servings: Store<ModelServing>,
-    pub jobs: Store<Job>,
-    pub pods: Store<Pod>,
-    pub deployments: Store<Deployment>,
+    pub jobs: Store<SlimJob>,
+    pub pods: Store<JobPod>,
+    pub deployments: Store<SlimDeployment>,
     pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
     pub services: Store<PartialObjectMeta<Service>>,
     pub policies: Store<PartialObjectMeta<NetworkPolicy>>,
@@ -64,8 +63,8 @@ pub struct Triggers {
     pub datasets: Vec<ReflectHandle<Dataset>>,
     pub runs: Vec<ReflectHandle<TrainingRun>>,
     pub servings: Vec<ReflectHandle<ModelServing>>,
-    pub jobs: Vec<ReflectHandle<Job>>,
-    pub deployments: Vec<ReflectHandle<Deployment>>,
+    pub jobs: Vec<ReflectHandle<SlimJob>>,
+    pub deployments: Vec<ReflectHandle<SlimDeployment>>,
     pub config_maps: Vec<ReflectHandle<PartialObjectMeta<ConfigMap>>>,
     pub services: Vec<ReflectHandle<PartialObjectMeta<Service>>>,
     pub policies: Vec<ReflectHandle<PartialObjectMeta<NetworkPolicy>>>,
@@ -131,61 +130,6 @@ where
     watcher(api(client, ns), watcher::Config::default()).modify(|o: &mut K| trimmed_meta(o.meta_mut()))
 }
 
-/// A Job Pod as the reconciles read it (see `job_status`): its name, labels, creation time and deletion mark;
-/// of its spec the container names (the order of the steps); of its status the phase, conditions (eviction's
-/// `DisruptionTarget`), Pod IP (the trainer's metrics) and each container's state. The rest — volumes, env,
-/// images, IDs, probes, restart counts, host addresses — was 13 MiB of the stores with 1,000 Pods.
-fn trim_pod(p: &mut Pod) {
-    trimmed_meta(&mut p.metadata);
-    p.metadata.annotations = None;
-    p.metadata.owner_references = None;
-    p.metadata.finalizers = None;
-    let names = |cs: &[Container]| -> Vec<Container> {
-        cs.iter()
-            .map(|c| Container {
-                name: c.name.clone(),
-                ..Default::default()
-            })
-            .collect()
-    };
-    if let Some(spec) = p.spec.as_mut() {
-        *spec = PodSpec {
-            init_containers: spec.init_containers.as_deref().map(names),
-            containers: names(&spec.containers),
-            ..Default::default()
-        };
-    }
-    if let Some(status) = p.status.as_mut() {
-        let states = |cs: &mut Vec<ContainerStatus>| -> Vec<ContainerStatus> {
-            std::mem::take(cs)
-                .into_iter()
-                .map(|c| ContainerStatus {
-                    name: c.name,
-                    state: c.state.map(|s| ContainerState {
-                        running: s.running.map(|_| Default::default()),
-                        terminated: s.terminated.map(|t| ContainerStateTerminated {
-                            exit_code: t.exit_code,
-                            reason: t.reason,
-                            message: t.message,
-                            ..Default::default()
-                        }),
-                        waiting: None,
-                    }),
-                    ..Default::default()
-                })
-                .collect()
-        };
-        *status = PodStatus {
-            phase: status.phase.take(),
-            conditions: status.conditions.take(),
-            pod_ip: status.pod_ip.take(),
-            init_container_statuses: status.init_container_statuses.as_mut().map(states),
-            container_statuses: status.container_statuses.as_mut().map(states),
-            ..Default::default()
-        };
-    }
-}
-
 fn trimmed_meta(meta: &mut ObjectMeta) {
     meta.managed_fields = None;
     // kubectl's last-applied copy of the whole object, when someone used client-side apply.
@@ -210,21 +154,13 @@ impl Scope {
         let (servings, ms_t) = shared("ModelServing", every::<ModelServing>(client, ns), 1, tasks);
         let (jobs, job_t) = shared(
             "Job",
-            watcher(api(client, ns), ours()).modify(|j: &mut Job| {
-                trimmed_meta(&mut j.metadata);
-                j.spec = None;
-            }),
+            watcher(api(client, ns), ours()).modify(|j: &mut SlimJob| trimmed_meta(&mut j.metadata)),
             2,
             tasks,
         );
         let (deployments, dep_t) = shared(
             "Deployment",
-            watcher(api(client, ns), ours()).modify(|d: &mut Deployment| {
-                trimmed_meta(&mut d.metadata);
-                if let Some(spec) = d.spec.as_mut() {
-                    spec.template = Default::default();
-                }
-            }),
+            watcher(api(client, ns), ours()).modify(|d: &mut SlimDeployment| trimmed_meta(&mut d.metadata)),
             1,
             tasks,
         );
@@ -251,7 +187,11 @@ impl Scope {
         // nothing subscribes: a Pod's change reaches its owner through the Job's status.
         let (pods, pods_writer) = reflector::store();
         let pod_config = watcher::Config::default().labels(&format!("{},job-name", children_selector()));
-        let pod_events = watcher(api::<Pod>(client, ns), pod_config).modify(trim_pod);
+        let pod_events = watcher(api::<JobPod>(client, ns), pod_config).modify(|p| {
+            let meta = &mut p.metadata;
+            trimmed_meta(meta);
+            (meta.annotations, meta.owner_references, meta.finalizers) = (None, None, None);
+        });
         tasks.push(tokio::spawn(
             reflector::reflector(pods_writer, pod_events.default_backoff()).for_each(|event| async move {
                 if let Err(e) = event {
@@ -338,12 +278,12 @@ impl Cache {
         find(self.scopes.iter().map(|s| s.runs.clone()), ns, name)
     }
 
-    pub fn job(&self, ns: &str, name: &str) -> Option<Arc<Job>> {
-        find(self.scopes.iter().map(|s| s.jobs.clone()), ns, name)
+    pub fn job(&self, ns: &str, name: &str) -> Option<Job> {
+        find(self.scopes.iter().map(|s| s.jobs.clone()), ns, name).map(|j| j.to_job())
     }
 
-    pub fn deployment(&self, ns: &str, name: &str) -> Option<Arc<Deployment>> {
-        find(self.scopes.iter().map(|s| s.deployments.clone()), ns, name)
+    pub fn deployment(&self, ns: &str, name: &str) -> Option<Deployment> {
+        find(self.scopes.iter().map(|s| s.deployments.clone()), ns, name).map(|d| d.to_deployment())
     }
 
     /// The metadata of child `name` of kind `K` in `ns`, as the watch last saw it.
@@ -367,7 +307,7 @@ impl Cache {
                             == Some(job)
                 })
             })
-            .map(|p| (*p).clone())
+            .map(|p| p.to_pod())
             .collect();
         pods.sort_by(|a, b| a.metadata.creation_timestamp.cmp(&b.metadata.creation_timestamp));
         pods
@@ -394,19 +334,20 @@ meta_only_child!(NetworkPolicy, policies);
 meta_only_child!(Job, jobs);
 meta_only_child!(Deployment, deployments);
 
-/// A kind of child whose whole (trimmed) live object the cache holds, because a reconcile reads its status.
+/// A kind of child whose status the cache holds besides its metadata, because a reconcile reads it: the
+/// object rebuilt from what the store keeps.
 pub trait CachedObject: CachedChild + Clone {
-    fn cached(cache: &Cache, ns: &str, name: &str) -> Option<Arc<Self>>;
+    fn cached(cache: &Cache, ns: &str, name: &str) -> Option<Self>;
 }
 
 impl CachedObject for Job {
-    fn cached(cache: &Cache, ns: &str, name: &str) -> Option<Arc<Self>> {
+    fn cached(cache: &Cache, ns: &str, name: &str) -> Option<Self> {
         cache.job(ns, name)
     }
 }
 
 impl CachedObject for Deployment {
-    fn cached(cache: &Cache, ns: &str, name: &str) -> Option<Arc<Self>> {
+    fn cached(cache: &Cache, ns: &str, name: &str) -> Option<Self> {
         cache.deployment(ns, name)
     }
 }

@@ -19,6 +19,7 @@ pub mod operator;
 #[cfg(test)]
 mod rbac;
 pub mod security;
+pub mod slim;
 #[cfg(test)]
 mod test_support;
 pub mod training_run;

@@ -38,8 +38,10 @@ def cargo_commands(script: str, verb: str) -> list[list[str]]:
 
 def flags(words: list[str]) -> set[str]:
     """A cargo command's options that decide what is compiled (not where, how verbosely or how optimized)."""
-    ignore = ("--release", "--message-format", "--all-targets", "--target-dir")
-    return {w for w in words if not w.startswith(ignore)}
+    ignore = ("--release", "--profile", "--message-format", "--all-targets", "--target-dir")
+    # `--profile NAME` as two words: the name goes with it.
+    values = {i + 1 for i, w in enumerate(words) if w in ("--profile", "--target-dir", "--message-format")}
+    return {w for i, w in enumerate(words) if not w.startswith(ignore) and i not in values}
 
 
 def ci_commands() -> list[set[str]]:
