@@ -11,6 +11,12 @@
 //! CPU seconds of kube-apiserver, etcd and the other components over the same span. The in-memory figure
 //! (`cargo bench --features fake-api --bench operator_converge`) measures the operator alone.
 //!
+//! `-- --floor` then measures what the control plane alone needs for the same end state: the children the
+//! operator made (ConfigMaps, Services, NetworkPolicies, Deployments, Jobs) are read back, the control plane
+//! is started afresh, and the bench applies them itself, as fast as the operator may (32 at a time), and
+//! waits until every Job has completed and every Deployment has rolled out. No custom resource, status write,
+//! Event or reconcile: what is left is kube-apiserver, etcd, the controllers, the scheduler and KWOK.
+//!
 //!   export FIREWEAVE_CLUSTER_BIN="$(bash scripts/cluster.sh)"
 //!   cargo bench --no-default-features --profile operator --bench operator_converge_cluster [-- N]   # as the image builds it
 
@@ -151,6 +157,7 @@ fn quantile(metrics: &str, name: &str, q: f64) -> Option<f64> {
 }
 
 fn main() {
+    let floor = std::env::args().any(|a| a == "--floor");
     let n: usize = std::env::args()
         .skip(1)
         .find(|a| !a.starts_with('-'))
@@ -174,11 +181,21 @@ fn main() {
         cp.to_ready.as_secs_f64()
     );
     cluster::install_crds(cp);
-    runtime.block_on(bench(cp, n));
+    let children = runtime.block_on(bench(cp, n, floor));
     cp.stop();
+    if floor {
+        let dir = dir.with_file_name("operator_converge_cluster_floor");
+        let _ = std::fs::remove_dir_all(&dir);
+        let cp: &'static ControlPlane = Box::leak(Box::new(ControlPlane::start(&dir, &options, cluster::images())));
+        cluster::install_crds(cp);
+        runtime.block_on(control_plane_floor(cp, children));
+        cp.stop();
+    }
 }
 
-async fn bench(cp: &'static ControlPlane, n: usize) {
+/// Namespaces, the chart (its worker ServiceAccounts and RBAC; the operator is not started), nodes with room
+/// for every Pod, an artifact claim in each namespace, and made-up workers for the Job Pods.
+fn prepare(cp: &'static ControlPlane) -> (Vec<String>, cluster::release::Release) {
     let teams: Vec<String> = (0..NAMESPACES).map(team).collect();
     for t in &teams {
         cp.kubectl(&["create", "namespace", t]);
@@ -210,12 +227,25 @@ async fn bench(cp: &'static ControlPlane, n: usize) {
                      "claimRef": {"namespace": t, "name": claim}}}));
         objects.push(json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim, "namespace": t},
             "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "200Gi"}}, "storageClassName": ""}}));
-        // The worker ServiceAccount the chart makes in each watched namespace is there; the data is made up.
-        objects.push(json!({"apiVersion": "ai.fireweave.io/v1alpha1", "kind": "Dataset",
-            "metadata": {"name": "fw", "namespace": t}, "spec": {"sources": [{"path": "data/fireweave"}]}}));
         let fake: cluster::kubelet::FakeRun = Arc::new(|pod, c| (0, worker_result(pod, &c.name).to_string()));
         cp.kubelet.fake_workers(t, fake);
     }
+    let text: Vec<String> = objects.iter().map(|o| o.to_string()).collect();
+    cp.kubectl_with(&["apply", "--server-side", "-f", "-"], Some(&text.join("\n")))
+        .expect("artifact volumes");
+    (teams, rel)
+}
+
+async fn bench(cp: &'static ControlPlane, n: usize, floor: bool) -> Vec<Value> {
+    let (teams, rel) = prepare(cp);
+    // The worker ServiceAccount the chart makes in each watched namespace is there; the data is made up.
+    let mut objects: Vec<Value> = teams
+        .iter()
+        .map(|t| {
+            json!({"apiVersion": "ai.fireweave.io/v1alpha1", "kind": "Dataset",
+                   "metadata": {"name": "fw", "namespace": t}, "spec": {"sources": [{"path": "data/fireweave"}]}})
+        })
+        .collect();
     for i in 0..n {
         let ns = team(i);
         objects.push(json!({"apiVersion": "ai.fireweave.io/v1alpha1", "kind": "TrainingRun",
@@ -249,18 +279,11 @@ async fn bench(cp: &'static ControlPlane, n: usize) {
     // The phases as the API server holds them, from one watch per kind: polling with a list of all 2,000
     // objects every half second spent API server CPU on the bench itself, slowing what it measures.
     let watched = |kind: &'static str| {
-        use futures::StreamExt;
         let resource = kube::api::ApiResource::from_gvk_with_plural(
             &kube::api::GroupVersionKind::gvk("ai.fireweave.io", "v1alpha1", kind),
             &format!("{}s", kind.to_lowercase()),
         );
-        let api: kube::Api<kube::api::DynamicObject> = kube::Api::all_with(client.clone(), &resource);
-        let writer = kube::runtime::reflector::store::Writer::new(resource);
-        let store = writer.as_reader();
-        use kube::runtime::WatchStreamExt;
-        let events = kube::runtime::watcher(api, kube::runtime::watcher::Config::default()).default_backoff();
-        let task = tokio::spawn(kube::runtime::reflector(writer, events).for_each(|_| async {}));
-        (store, task)
+        watch(&client, resource, kube::runtime::watcher::Config::default())
     };
     let ((run_store, run_watch), (serving_store, serving_watch)) = (watched("TrainingRun"), watched("ModelServing"));
     let count = |store: &kube::runtime::reflector::Store<kube::api::DynamicObject>, phase: &str| {
@@ -374,6 +397,193 @@ async fn bench(cp: &'static ControlPlane, n: usize) {
         );
     }
     println!("  operator                 {:>7.1} CPU s", cpu_seconds(operator_pid));
+    if !floor {
+        return Vec::new();
+    }
+    let selector = fireweave_ai::controller::cache::children_selector();
+    let listed = cp.kubectl(&[
+        "get",
+        "configmaps,services,networkpolicies,deployments,jobs",
+        "--all-namespaces",
+        "-l",
+        &selector,
+        "-o",
+        "json",
+    ]);
+    let list: Value = serde_json::from_str(&listed).expect("kubectl's JSON");
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// A child as the operator applied it, for another control plane: no status, no owner (the custom resources
+/// are not there), nothing the API server or a controller filled in.
+fn replayable(mut o: Value) -> Value {
+    let meta = o["metadata"].take();
+    let mut kept = serde_json::Map::new();
+    for field in ["name", "namespace", "labels", "annotations"] {
+        if let Some(v) = meta.get(field).filter(|v| !v.is_null()) {
+            kept.insert(field.to_string(), v.clone());
+        }
+    }
+    if let Some(a) = kept.get_mut("annotations").and_then(Value::as_object_mut) {
+        a.remove("deployment.kubernetes.io/revision");
+    }
+    o["metadata"] = Value::Object(kept);
+    let kind = o["kind"].as_str().unwrap_or("").to_string();
+    let Some(obj) = o.as_object_mut() else {
+        return o;
+    };
+    obj.remove("status");
+    let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
+        return o;
+    };
+    match kind.as_str() {
+        "Service" => {
+            spec.remove("clusterIP");
+            spec.remove("clusterIPs");
+        }
+        // The API server makes a Job's selector and its controller-uid labels; a Job that brings them is refused.
+        "Job" => {
+            spec.remove("selector");
+            let labels = spec
+                .get_mut("template")
+                .and_then(|t| t.pointer_mut("/metadata/labels"))
+                .and_then(Value::as_object_mut);
+            if let Some(labels) = labels {
+                labels.remove("controller-uid");
+                labels.remove("batch.kubernetes.io/controller-uid");
+            }
+        }
+        _ => {}
+    }
+    o
+}
+
+/// The control plane alone reaching the end state the operator reached (see the module comment).
+async fn control_plane_floor(cp: &'static ControlPlane, children: Vec<Value>) {
+    use futures::StreamExt;
+    let _ = prepare(cp);
+    let client = cp.client().await;
+    let api_of = |o: &Value| -> kube::Api<kube::api::DynamicObject> {
+        let (group, version) = match o["apiVersion"].as_str().unwrap_or("").split_once('/') {
+            Some((g, v)) => (g.to_string(), v.to_string()),
+            None => (String::new(), o["apiVersion"].as_str().unwrap_or("").to_string()),
+        };
+        let kind = o["kind"].as_str().unwrap_or("");
+        let plural = match kind {
+            "NetworkPolicy" => "networkpolicies".to_string(),
+            k => format!("{}s", k.to_lowercase()),
+        };
+        let resource = kube::api::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk(&group, &version, kind),
+            &plural,
+        );
+        kube::Api::namespaced_with(
+            client.clone(),
+            o["metadata"]["namespace"].as_str().unwrap_or(""),
+            &resource,
+        )
+    };
+    let children: Vec<Value> = children.into_iter().map(replayable).collect();
+    let (workloads, first): (Vec<&Value>, Vec<&Value>) = children
+        .iter()
+        .partition(|o| matches!(o["kind"].as_str(), Some("Job" | "Deployment")));
+    let jobs = workloads.iter().filter(|o| o["kind"] == "Job").count();
+    let deployments = workloads.len() - jobs;
+
+    let pids: BTreeMap<String, u32> = cp.pids().into_iter().collect();
+    let cpu_before: BTreeMap<String, f64> = pids.iter().map(|(k, p)| (k.clone(), cpu_seconds(*p))).collect();
+    let started = Instant::now();
+    // What a Job or Deployment mounts or is reached by first, as the operator orders them.
+    for batch in [first, workloads] {
+        futures::stream::iter(batch)
+            .map(|o| {
+                let api = api_of(o);
+                async move {
+                    let name = o["metadata"]["name"].as_str().unwrap_or("");
+                    let params = kube::api::PatchParams::apply("fireweave-ai-operator").force();
+                    api.patch(name, &params, &kube::api::Patch::Apply(o))
+                        .await
+                        .unwrap_or_else(|e| panic!("apply {} {name}: {e}", o["kind"]))
+                }
+            })
+            .buffer_unordered(32)
+            .for_each(|_| async {})
+            .await;
+    }
+    let created = started.elapsed();
+    let done = |kind: &'static str| {
+        let (group, plural) = if kind == "Job" {
+            ("batch", "jobs")
+        } else {
+            ("apps", "deployments")
+        };
+        let resource =
+            kube::api::ApiResource::from_gvk_with_plural(&kube::api::GroupVersionKind::gvk(group, "v1", kind), plural);
+        let ours =
+            kube::runtime::watcher::Config::default().labels(&fireweave_ai::controller::cache::children_selector());
+        watch(&client, resource, ours)
+    };
+    let ((job_store, job_watch), (deployment_store, deployment_watch)) = (done("Job"), done("Deployment"));
+    let complete = |o: &kube::api::DynamicObject| {
+        o.data["status"]["conditions"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["type"] == "Complete" && c["status"] == "True"))
+    };
+    let rolled_out = |o: &kube::api::DynamicObject| {
+        let want = o.data["spec"]["replicas"].as_i64().unwrap_or(1);
+        let s = &o.data["status"];
+        o.metadata.generation == s["observedGeneration"].as_i64()
+            && s["updatedReplicas"].as_i64().unwrap_or(0) >= want
+            && s["readyReplicas"].as_i64().unwrap_or(0) >= want
+            && s["replicas"].as_i64().unwrap_or(0) <= want
+    };
+    let converged = loop {
+        let finished = job_store.state().iter().filter(|o| complete(o)).count();
+        let serving = deployment_store.state().iter().filter(|o| rolled_out(o)).count();
+        if finished == jobs && serving == deployments {
+            break started.elapsed();
+        }
+        cp.assert_running();
+        if started.elapsed() > Duration::from_secs(3600) {
+            panic!("not converged after an hour: {finished}/{jobs} Jobs, {serving}/{deployments} Deployments");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    job_watch.abort();
+    deployment_watch.abort();
+    let cpu_after: BTreeMap<String, f64> = pids.iter().map(|(k, p)| (k.clone(), cpu_seconds(*p))).collect();
+    println!(
+        "\nThe control plane alone, to the same end state ({} children applied by the bench, 32 at a time; {jobs} Jobs \
+         complete, {deployments} Deployments rolled out):",
+        children.len()
+    );
+    println!(
+        "  converged in {:.1} s (applying took {:.1} s)",
+        converged.as_secs_f64(),
+        created.as_secs_f64()
+    );
+    for (name, before) in &cpu_before {
+        println!("  {name:<24} {:>7.1} CPU s", cpu_after[name] - before);
+    }
+}
+
+/// A store of every object of `resource` that `config` selects, kept by a watch the caller aborts.
+fn watch(
+    client: &kube::Client,
+    resource: kube::api::ApiResource,
+    config: kube::runtime::watcher::Config,
+) -> (
+    kube::runtime::reflector::Store<kube::api::DynamicObject>,
+    tokio::task::JoinHandle<()>,
+) {
+    use futures::StreamExt;
+    use kube::runtime::WatchStreamExt;
+    let api: kube::Api<kube::api::DynamicObject> = kube::Api::all_with(client.clone(), &resource);
+    let writer = kube::runtime::reflector::store::Writer::new(resource);
+    let store = writer.as_reader();
+    let events = kube::runtime::watcher(api, config).default_backoff();
+    let task = tokio::spawn(kube::runtime::reflector(writer, events).for_each(|_| async {}));
+    (store, task)
 }
 
 fn cp_audit(cp: &ControlPlane) -> Vec<AuditEvent> {
