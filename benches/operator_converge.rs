@@ -73,13 +73,20 @@ fn play_cluster(fake: &FakeApiServer, n: usize) {
             job["status"] = json!({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]});
             fake.insert(job);
             let train = json!({"adapter": {"uri": format!("runs/{ns}/{run}/adapter"), "digest": fireweave_ai::contract::digest::fake("a")},
-                               "finalLoss": 0.9, "steps": 750, "tokens": 1_000_000, "chatFormat": "llama3"});
+                               "merged": {"uri": format!("runs/{ns}/{run}/merged"), "digest": fireweave_ai::contract::digest::fake("m")},
+                               "finalLoss": 0.9, "evalLoss": 1.05, "steps": 750, "tokens": 1_000_000, "chatFormat": "llama3"});
+            let digest = format!("sha256:{i:064x}");
             let gguf = json!({"gguf": [{"quantization": "Q4_K_M", "uri": format!("runs/{ns}/{run}/gguf/{run}-Q4_K_M.gguf"),
-                                        "digest": format!("sha256:{i:064x}"), "sizeBytes": 4_920_734_016_u64}]});
+                                        "digest": digest, "sizeBytes": 4_920_734_016_u64}]});
+            // The evaluate step's result, a passed gate (the step runs after quantize since issue 23's gate).
+            let evaluation = json!({"passed": true, "examples": 18, "toolCallExamples": 3, "durationSeconds": 1.0,
+                "failures": [], "base": {"loss": 1.3}, "adapter": {"loss": 1.05},
+                "gguf": [{"quantization": "Q4_K_M", "digest": digest, "loss": 1.07, "lossIncrease": 0.02, "templateMatch": true}]});
             fake.insert(json!({"apiVersion": "v1", "kind": "Pod",
                 "metadata": {"name": format!("{run}-attempt-1-x"), "namespace": ns, "labels": {"job-name": format!("{run}-attempt-1")}},
-                "status": {"phase": "Succeeded", "initContainerStatuses": [terminated("train", &train)],
-                           "containerStatuses": [terminated("quantize", &gguf)]}}));
+                "status": {"phase": "Succeeded",
+                           "initContainerStatuses": [terminated("train", &train), terminated("quantize", &gguf)],
+                           "containerStatuses": [terminated("evaluate", &evaluation)]}}));
         }
         let deploy_path = format!("/apis/apps/v1/namespaces/{ns}/deployments/serve-{i}");
         if let Some(mut d) = fake.get(&deploy_path) {
@@ -259,6 +266,12 @@ fn main() {
             }
         };
         let converged = started.elapsed();
+        // Figures of a run that never got there would read as a fast one (this bench's made-up worker results
+        // once fell behind the Job's steps and it printed 0 of 1,000 as if converged).
+        assert!(
+            phases["succeeded"] == n && phases["serving"] == n,
+            "not converged after {rounds} rounds: {phases}; do the made-up results above match the Job's steps?"
+        );
         bench_get(&http, &base, "/_bench/recording?on").await;
         let mut idle = Vec::new();
         round::<TrainingRun, _, _>(&client, &ctx, training_run::reconcile::reconcile, &mut idle).await;
