@@ -145,10 +145,36 @@ pub fn tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// A free TCP port on 127.0.0.1 (the OS picks it; it is free again as soon as the probe closes).
+/// A TCP port on 127.0.0.1 that nothing listens on, for a component to bind. Taken below the kernel's
+/// ephemeral range where there is room: a port from that range (what binding port 0 returns) can meanwhile
+/// become the local end of an outgoing connection, and kube-apiserver opens its connections to etcd before it
+/// binds its own port — it once failed to start with "address already in use" that way under the benchmark.
+/// A port is handed out once per process.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(0);
+    const FIRST: u32 = 10_000;
+    if ephemeral_low > FIRST + 1_000 {
+        let span = ephemeral_low - FIRST;
+        // Where the search starts differs between processes: a component of an earlier test binary that is
+        // still shutting down may hold a port this one would otherwise pick first.
+        let start = std::process::id().wrapping_mul(7_919) % span;
+        for i in 0..span {
+            let port = (FIRST + (start + i) % span) as u16;
+            if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                given.push(port);
+                return port;
+            }
+        }
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .expect("a free port on 127.0.0.1")
+        .expect("a free port on 127.0.0.1");
+    given.push(port);
+    port
 }
