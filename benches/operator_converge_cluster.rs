@@ -31,6 +31,9 @@ use serde_json::{Value, json};
 
 use cluster::audit::AuditEvent;
 use cluster::{ControlPlane, Options};
+use fireweave_ai::controller::job_status::{JobOutcome, outcome};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
 
 const NAMESPACES: usize = 10;
 
@@ -283,7 +286,8 @@ async fn bench(cp: &'static ControlPlane, n: usize, floor: bool) -> Vec<Value> {
             &kube::api::GroupVersionKind::gvk("ai.fireweave.io", "v1alpha1", kind),
             &format!("{}s", kind.to_lowercase()),
         );
-        watch(&client, resource, kube::runtime::watcher::Config::default())
+        let api = kube::Api::<kube::api::DynamicObject>::all_with(client.clone(), &resource);
+        watch(api, resource, kube::runtime::watcher::Config::default())
     };
     let ((run_store, run_watch), (serving_store, serving_watch)) = (watched("TrainingRun"), watched("ModelServing"));
     let count = |store: &kube::runtime::reflector::Store<kube::api::DynamicObject>, phase: &str| {
@@ -511,31 +515,15 @@ async fn control_plane_floor(cp: &'static ControlPlane, children: Vec<Value>) {
             .await;
     }
     let created = started.elapsed();
-    let done = |kind: &'static str| {
-        let (group, plural) = if kind == "Job" {
-            ("batch", "jobs")
-        } else {
-            ("apps", "deployments")
-        };
-        let resource =
-            kube::api::ApiResource::from_gvk_with_plural(&kube::api::GroupVersionKind::gvk(group, "v1", kind), plural);
-        let ours =
-            kube::runtime::watcher::Config::default().labels(&fireweave_ai::controller::cache::children_selector());
-        watch(&client, resource, ours)
-    };
-    let ((job_store, job_watch), (deployment_store, deployment_watch)) = (done("Job"), done("Deployment"));
-    let complete = |o: &kube::api::DynamicObject| {
-        o.data["status"]["conditions"]
-            .as_array()
-            .is_some_and(|c| c.iter().any(|c| c["type"] == "Complete" && c["status"] == "True"))
-    };
-    let rolled_out = |o: &kube::api::DynamicObject| {
-        let want = o.data["spec"]["replicas"].as_i64().unwrap_or(1);
-        let s = &o.data["status"];
-        o.metadata.generation == s["observedGeneration"].as_i64()
-            && s["updatedReplicas"].as_i64().unwrap_or(0) >= want
-            && s["readyReplicas"].as_i64().unwrap_or(0) >= want
-            && s["replicas"].as_i64().unwrap_or(0) <= want
+    // Done as the operator judges it: a Job by its outcome, a Deployment by the rollout check a ModelServing waits on.
+    let ours =
+        || kube::runtime::watcher::Config::default().labels(&fireweave_ai::controller::cache::children_selector());
+    let (job_store, job_watch) = watch(kube::Api::<Job>::all(client.clone()), (), ours());
+    let (deployment_store, deployment_watch) = watch(kube::Api::<Deployment>::all(client.clone()), (), ours());
+    let complete = |j: &Job| outcome(j, &[]) == JobOutcome::Succeeded;
+    let rolled_out = |d: &Deployment| {
+        let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        fireweave_ai::controller::model_serving::reconcile::rolled_out(d, replicas)
     };
     let converged = loop {
         let finished = job_store.state().iter().filter(|o| complete(o)).count();
@@ -567,19 +555,19 @@ async fn control_plane_floor(cp: &'static ControlPlane, children: Vec<Value>) {
     }
 }
 
-/// A store of every object of `resource` that `config` selects, kept by a watch the caller aborts.
-fn watch(
-    client: &kube::Client,
-    resource: kube::api::ApiResource,
+/// A store of every object `api` lists that `config` selects, kept by a watch the caller aborts.
+fn watch<K>(
+    api: kube::Api<K>,
+    dynamic: K::DynamicType,
     config: kube::runtime::watcher::Config,
-) -> (
-    kube::runtime::reflector::Store<kube::api::DynamicObject>,
-    tokio::task::JoinHandle<()>,
-) {
+) -> (kube::runtime::reflector::Store<K>, tokio::task::JoinHandle<()>)
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: std::hash::Hash + Eq + Clone,
+{
     use futures::StreamExt;
     use kube::runtime::WatchStreamExt;
-    let api: kube::Api<kube::api::DynamicObject> = kube::Api::all_with(client.clone(), &resource);
-    let writer = kube::runtime::reflector::store::Writer::new(resource);
+    let writer = kube::runtime::reflector::store::Writer::new(dynamic);
     let store = writer.as_reader();
     let events = kube::runtime::watcher(api, config).default_backoff();
     let task = tokio::spawn(kube::runtime::reflector(writer, events).for_each(|_| async {}));

@@ -153,7 +153,7 @@ fn stalled_status(ms: &ModelServing, why: &str, now: &Time) -> ModelServingStatu
 }
 
 /// Whether the Deployment runs the current template on every replica, all of them Ready, none left over.
-fn rolled_out(d: &Deployment, replicas: i32) -> bool {
+pub fn rolled_out(d: &Deployment, replicas: i32) -> bool {
     let Some(s) = d.status.as_ref() else {
         return replicas == 0;
     };
