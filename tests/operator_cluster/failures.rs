@@ -2,17 +2,17 @@
 //! says Degraded); an evicted training Pod is replaced without using up the Job's backoff and the replacement
 //! resumes from the checkpoint; a converged operator writes nothing for a minute; deleting each resource
 //! removes its children through the garbage collector, and `artifactRetention: Delete` removes its files
-//! before the finalizer lets it go.
+//! before the finalizer lets it go. And the evaluation gate: a run that fails it is not rolled out.
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::cluster;
 use crate::cluster::release::eventually;
-use crate::cluster::release::{Release, condition, ready, repo};
+use crate::cluster::release::{Release, condition, copy_dir, ready, repo};
+use crate::cluster::{self, fixtures};
 use crate::health::assert_health;
-use crate::pipeline::{TINY_MODEL, sample_data, tiny_model};
+use crate::pipeline::{TINY_MODEL, deployment_digest, sample_data, tiny_model};
 
 /// manifests/examples/cpu-small.yaml (the CPU variant: ConfigMap data, `artifactRetention: Delete`, the
 /// built-in server), with the tiny fixture as base model instead of a Hub download and fewer steps.
@@ -301,5 +301,101 @@ async fn idle_after_convergence_and_deletion_collects_children_and_files() {
             assert!(!files.exists(), "artifactRetention: Delete left {}", files.display());
         }
     }
+    rel.assert_no_forbidden();
+}
+
+/// The evaluation gate on the real control plane with the real workers: a run with a learning rate far too high
+/// fails its gate (TrainingRun `Failed`, `Evaluated=False/GateFailed`, Argo CD Degraded) and is not rolled out —
+/// the ModelServing stays Healthy on the attempt that passed and says why. manifests/examples/cpu-small.yaml on
+/// its own base model, SmolLM2-135M (from the fixtures instead of the Hub): the tiny fixture's random weights
+/// predict near-uniformly and such a run barely moves them (tests/evaluation_gate.rs), so it cannot diverge.
+/// Three steps and six eval conversations are all the gate needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_fails_its_gate_leaves_the_passed_model_serving() {
+    let cp = cluster::shared();
+    let rel = cp.install("gate", json!({}));
+    let client = rel.client().await;
+    sample_data(&rel);
+    copy_dir(
+        &fixtures().join("smollm2-135m"),
+        &rel.artifacts.join("models/smollm2-135m"),
+    );
+    rel.start_operator("fireweave-ai-0").await;
+    let (dataset, mut run, serving) = cpu_small(3, 10);
+    run["spec"]["baseModel"] = json!({"path": "models/smollm2-135m"});
+    run["spec"]["evaluation"] = json!({"maxExamples": 6});
+    let (tr, ms) = (name(&run), name(&serving));
+    converge(&rel, &client, &(dataset, run, serving)).await;
+    let passed = rel.get(&client, "TrainingRun", &tr).await.expect("TrainingRun");
+    assert_eq!(passed["status"]["passed"]["attempt"], 1, "{}", passed["status"]);
+    let digest = passed["status"]["artifacts"]["gguf"][0]["digest"].clone();
+    let served = rel.get(&client, "ModelServing", &ms).await.expect("ModelServing");
+    assert_eq!(
+        served["status"]["servedModel"]["digest"], digest,
+        "{}",
+        served["status"]
+    );
+
+    rel.merge_patch(
+        "trainingrun",
+        &tr,
+        r#"{"spec":{"hyperparameters":{"learningRate":30.0,"warmupSteps":0}}}"#,
+    );
+    let failed = rel
+        .until(
+            &client,
+            "TrainingRun",
+            &tr,
+            "attempt 2 fails its evaluation gate",
+            |o| {
+                let s = &o["status"];
+                let evaluated = condition(o, "Evaluated").map(|c| (c["status"].clone(), c["reason"].clone()));
+                (s["attempt"] == 2
+                    && s["phase"] == "Failed"
+                    && evaluated == Some((json!("False"), json!("GateFailed"))))
+                .then_some(())
+                .ok_or(format!(
+                    "attempt {} phase {} Evaluated {evaluated:?}",
+                    s["attempt"], s["phase"]
+                ))
+            },
+        )
+        .await;
+    let why = condition(&failed, "Evaluated").expect("Evaluated")["message"].to_string();
+    assert!(why.contains("the run diverged"), "{why}");
+    assert_eq!(failed["status"]["passed"]["attempt"], 1, "{}", failed["status"]);
+    assert_health(&failed, "Degraded");
+
+    let kept = rel
+        .until(
+            &client,
+            "ModelServing",
+            &ms,
+            "keeps attempt 1's model and says why",
+            |o| {
+                ready(o)?;
+                let m = condition(o, "Ready").expect("Ready")["message"].to_string();
+                (m.contains("attempt 2 of TrainingRun") && m.contains("failed its evaluation"))
+                    .then_some(())
+                    .ok_or(format!("Ready message {m}"))
+            },
+        )
+        .await;
+    let message = condition(&kept, "Ready").expect("Ready")["message"].to_string();
+    assert!(
+        message.contains("the run diverged") && message.contains("attempt 1's model keeps serving"),
+        "{message}"
+    );
+    assert_eq!(kept["status"]["servedModel"]["digest"], digest, "{}", kept["status"]);
+    assert_eq!(kept["status"]["servedModel"]["evaluation"], "passed (attempt 1)");
+    assert_health(&kept, "Healthy");
+    let (_, shown) = crate::health::argo_health(&kept);
+    assert!(shown.contains("keeps serving"), "Argo CD shows why: {shown}");
+    let deployment = rel.get(&client, "Deployment", &ms).await.expect("Deployment");
+    assert_eq!(
+        deployment_digest(&deployment),
+        digest,
+        "the diverged model was not rolled out"
+    );
     rel.assert_no_forbidden();
 }

@@ -3,7 +3,8 @@
 //! waits for it, then trains and quantizes for real → GGUF files whose digests are in status; the ModelServing
 //! becomes a Deployment that the real Deployment controller rolls out on KWOK's nodes → `status.servedModel`.
 //! A spec change trains a new attempt, and its GGUF rolls out with `maxUnavailable: 0` while the old digest
-//! stays in status until the new ReplicaSet is Ready. Argo CD's health check is asked at every phase.
+//! stays in status until the new ReplicaSet is Ready; a Modelfile template of another chat format is refused and
+//! leaves that model serving. Argo CD's health check is asked at every phase.
 
 use std::sync::{Arc, Mutex};
 
@@ -268,14 +269,11 @@ async fn seed_pipeline_on_the_tiny_model() {
         })
     };
     rel.cordon(&node, true);
-    rel.kubectl(&[
-        "patch",
+    rel.merge_patch(
         "trainingrun",
         &tr,
-        "--type=merge",
-        "-p",
         r#"{"spec":{"hyperparameters":{"learningRate":0.0001}}}"#,
-    ]);
+    );
     let retrained = rel
         .until(&client, "TrainingRun", &tr, "attempt 2 succeeded", |o| {
             ready(o)?;
@@ -353,5 +351,68 @@ async fn seed_pipeline_on_the_tiny_model() {
         during.iter().any(|s| s["replicas"].as_i64().unwrap_or(0) > replicas),
         "the rollout surged"
     );
+
+    a_template_of_another_format_is_refused(&rel, &client, &ms, &new_q4).await;
     rel.assert_no_forbidden();
+}
+
+/// A Modelfile template of another chat format than the trained one (the tiny model is Llama 3, the template
+/// ChatML's) stalls the ModelServing, naming the field, and leaves the Deployment and the model that serves
+/// (`digest`) as they were; unset again, the ModelServing is Ready as before. (A run that fails its evaluation
+/// gate: failures.rs.)
+async fn a_template_of_another_format_is_refused(rel: &Release, client: &kube::Client, ms: &str, digest: &str) {
+    let chatml = fireweave_ai::chat::ChatFormat::Chatml.ollama_template();
+    rel.merge_patch(
+        "modelserving",
+        ms,
+        &json!({"spec": {"modelfile": {"template": chatml}}}).to_string(),
+    );
+    let refused = rel
+        .until(
+            client,
+            "ModelServing",
+            ms,
+            "refuses a template of another format",
+            |o| {
+                reason("InvalidSpec")(o)?;
+                (o["status"]["observedGeneration"] == o["metadata"]["generation"])
+                    .then_some(())
+                    .ok_or("an older generation".to_string())
+            },
+        )
+        .await;
+    let message = condition(&refused, "Ready").expect("Ready")["message"].to_string();
+    assert!(
+        message.contains("spec.modelfile.template: the model was trained in the llama3 chat format and this template is a chatml template"),
+        "{message}"
+    );
+    assert_eq!(
+        refused["status"]["servedModel"]["digest"],
+        json!(digest),
+        "{}",
+        refused["status"]
+    );
+    assert_health(&refused, "Degraded");
+    let deployment = rel.get(client, "Deployment", ms).await.expect("Deployment");
+    assert_eq!(
+        deployment_digest(&deployment),
+        json!(digest),
+        "the Deployment was left as it was"
+    );
+    rel.merge_patch("modelserving", ms, r#"{"spec":{"modelfile":{"template":null}}}"#);
+    let served = rel
+        .until(
+            client,
+            "ModelServing",
+            ms,
+            "serves again with the template unset",
+            ready,
+        )
+        .await;
+    assert_eq!(served["status"]["servedModel"]["digest"], json!(digest));
+}
+
+/// The model digest a Deployment's Pod template runs.
+pub fn deployment_digest(d: &Value) -> Value {
+    d["spec"]["template"]["metadata"]["annotations"]["ai.fireweave.io/model-digest"].clone()
 }

@@ -190,6 +190,11 @@ impl Release {
         self.cp.kubectl(&all)
     }
 
+    /// `kubectl patch <kind> <name> --type=merge -p <patch>`: a spec change as a user makes it.
+    pub fn merge_patch(&self, kind: &str, name: &str, patch: &str) -> String {
+        self.kubectl(&["patch", kind, name, "--type=merge", "-p", patch])
+    }
+
     pub fn apply(&self, yaml: &str) -> Result<String, String> {
         self.cp
             .kubectl_with(&["-n", &self.ns, "apply", "--server-side", "-f", "-"], Some(yaml))
