@@ -365,19 +365,23 @@ async fn a_run_that_fails_its_gate_leaves_the_passed_model_serving() {
     assert!(why.contains("the run diverged"), "{why}");
     assert_eq!(failed["status"]["passed"]["attempt"], 1, "{}", failed["status"]);
     assert_health(&failed, "Degraded");
-    // `kubectl describe` shows it too: a Warning Event on the TrainingRun with the failing figure.
-    let events: Value =
-        serde_json::from_str(&rel.kubectl(&["get", "events.events.k8s.io", "-o", "json"])).expect("events");
-    let warning = events["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .find(|e| e["type"] == "Warning" && e["regarding"]["kind"] == "TrainingRun" && e["regarding"]["name"] == tr)
-        .unwrap_or_else(|| panic!("no Warning Event on the TrainingRun: {events}"));
-    let note = warning["note"].as_str().unwrap_or_default();
+    // `kubectl describe` shows it too: a Warning Event on the TrainingRun with the failing figure (written
+    // right after the status, so it may still be on its way).
+    let note = eventually(cluster::PATIENCE, "a Warning Event on the TrainingRun", || async {
+        let events: Value =
+            serde_json::from_str(&rel.kubectl(&["get", "events.events.k8s.io", "-o", "json"])).expect("events");
+        events["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .find(|e| e["type"] == "Warning" && e["regarding"]["kind"] == "TrainingRun" && e["regarding"]["name"] == tr)
+            .map(|e| e["note"].as_str().unwrap_or_default().to_string())
+            .ok_or(format!("no Warning Event on the TrainingRun: {events}"))
+    })
+    .await;
     assert!(
         note.starts_with("evaluation gate failed: ") && note.contains("the run diverged"),
-        "{warning}"
+        "{note}"
     );
 
     let kept = rel
