@@ -13,7 +13,7 @@ use kube::api::ListParams;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
-use prometheus::{Encoder, HistogramVec, IntCounterVec, IntGaugeVec, Registry, TextEncoder};
+use prometheus::{Encoder, GaugeVec, HistogramVec, IntCounterVec, IntGaugeVec, Registry, TextEncoder};
 use serde::de::DeserializeOwned;
 
 use super::cache::api;
@@ -47,6 +47,9 @@ pub struct Metrics {
     duration: HistogramVec,
     objects: IntGaugeVec,
     evaluations: IntGaugeVec,
+    evaluation_passed: IntGaugeVec,
+    evaluation_loss: GaugeVec,
+    evaluation_tool_calls: GaugeVec,
 }
 
 impl Metrics {
@@ -87,6 +90,33 @@ impl Metrics {
             &["result"],
         )?;
         registry.register(Box::new(evaluations.clone()))?;
+        // Per TrainingRun, from its status.evaluation (the current attempt's), so a dashboard can draw the figures
+        // and an alert can name the run whose gate failed. `namespace` is the run's: the ServiceMonitor keeps
+        // these labels (honorLabels) instead of renaming them after the operator Pod's own.
+        let evaluation_passed = IntGaugeVec::new(
+            prometheus::Opts::new(
+                "fireweave_operator_evaluation_passed",
+                "Whether a TrainingRun's current attempt passed its evaluation gate (1) or failed it (0)",
+            ),
+            &["namespace", "trainingrun"],
+        )?;
+        let evaluation_loss = GaugeVec::new(
+            prometheus::Opts::new(
+                "fireweave_operator_evaluation_loss",
+                "Held-out loss (nats per assistant token) of a TrainingRun's models: base, adapter, each GGUF",
+            ),
+            &["namespace", "trainingrun", "model"],
+        )?;
+        let evaluation_tool_calls = GaugeVec::new(
+            prometheus::Opts::new(
+                "fireweave_operator_evaluation_tool_call_accuracy",
+                "Share of the held-out reference tool calls a TrainingRun's models made: base, each GGUF",
+            ),
+            &["namespace", "trainingrun", "model"],
+        )?;
+        registry.register(Box::new(evaluation_passed.clone()))?;
+        registry.register(Box::new(evaluation_loss.clone()))?;
+        registry.register(Box::new(evaluation_tool_calls.clone()))?;
         Ok(Self {
             registry,
             reconciles,
@@ -94,7 +124,42 @@ impl Metrics {
             duration,
             objects,
             evaluations,
+            evaluation_passed,
+            evaluation_loss,
+            evaluation_tool_calls,
         })
+    }
+
+    /// The evaluation gauges for `runs` as they are now (a run deleted since the last scrape drops out).
+    pub fn observe_evaluations<'a>(&self, runs: impl IntoIterator<Item = &'a TrainingRun>) {
+        for gauge in [&self.evaluation_loss, &self.evaluation_tool_calls] {
+            gauge.reset();
+        }
+        self.evaluations.reset();
+        self.evaluation_passed.reset();
+        for run in runs {
+            let Some(e) = run.status.as_ref().and_then(|st| st.evaluation.as_ref()) else {
+                continue;
+            };
+            let (ns, name) = (run.namespace().unwrap_or_default(), run.name_any());
+            let result = if e.passed { "passed" } else { "failed" };
+            self.evaluations.with_label_values(&[result]).inc();
+            self.evaluation_passed
+                .with_label_values(&[ns.as_str(), &name])
+                .set(i64::from(e.passed));
+            let models = [("base", &e.base), ("adapter", &e.adapter)]
+                .into_iter()
+                .chain(e.gguf.iter().map(|g| (g.quantization.as_str(), &g.figures)));
+            for (model, figures) in models {
+                let labels = [ns.as_str(), &name, model];
+                if let Some(loss) = figures.loss {
+                    self.evaluation_loss.with_label_values(&labels).set(loss);
+                }
+                if let Some(accuracy) = figures.tool_call_accuracy {
+                    self.evaluation_tool_calls.with_label_values(&labels).set(accuracy);
+                }
+            }
+        }
     }
 
     pub fn observe(&self, kind: &str, started: Instant, error: Option<&Error>) {
@@ -115,7 +180,7 @@ struct Shared {
     metrics: Metrics,
     ready: AtomicBool,
     phases: std::sync::Mutex<Vec<PhaseCounter>>,
-    /// The cached TrainingRuns, for the `fireweave_operator_evaluations` gauge.
+    /// The cached TrainingRuns, for the evaluation gauges.
     runs: std::sync::Mutex<Option<Store<TrainingRun>>>,
 }
 
@@ -126,15 +191,14 @@ async fn metrics_handler(State(s): State<Arc<Shared>>) -> (StatusCode, String) {
             s.metrics.objects.with_label_values(&[kind, &phase]).inc();
         }
     }
-    s.metrics.evaluations.reset();
-    if let Some(store) = s.runs.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-        for run in store.state() {
-            if let Some(e) = run.status.as_ref().and_then(|st| st.evaluation.as_ref()) {
-                let result = if e.passed { "passed" } else { "failed" };
-                s.metrics.evaluations.with_label_values(&[result]).inc();
-            }
-        }
-    }
+    let runs = s
+        .runs
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .map(|store| store.state())
+        .unwrap_or_default();
+    s.metrics.observe_evaluations(runs.iter().map(|r| r.as_ref()));
     let mut buf = Vec::new();
     match TextEncoder::new().encode(&s.metrics.registry.gather(), &mut buf) {
         Ok(()) => (StatusCode::OK, String::from_utf8_lossy(&buf).into_owned()),
@@ -454,4 +518,78 @@ pub async fn run_with(client: Client, args: Args) -> Result<(), OperatorError> {
     }
     tracing::info!("operator stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn run(ns: &str, name: &str, evaluation: Option<serde_json::Value>) -> TrainingRun {
+        serde_json::from_value(json!({
+            "apiVersion": "ai.fireweave.io/v1alpha1", "kind": "TrainingRun",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"baseModel": {"path": "m"}, "datasetRef": {"name": "d"}},
+            "status": evaluation.map(|e| json!({"evaluation": e})).unwrap_or(json!({}))}))
+        .unwrap()
+    }
+
+    fn scrape(m: &Metrics) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&m.registry.gather(), &mut buf).unwrap();
+        String::from_utf8(buf).unwrap()
+    }
+
+    #[test]
+    fn evaluation_gauges_name_each_run_and_model_and_drop_runs_that_are_gone() {
+        let m = Metrics::new().unwrap();
+        let passed = run(
+            "team-a",
+            "fw",
+            Some(json!({"passed": true,
+                "base": {"loss": 3.4052, "toolCallAccuracy": 0.0}, "adapter": {"loss": 3.0273},
+                "gguf": [{"quantization": "Q8_0", "digest": crate::contract::digest::fake("q8"),
+                          "loss": 3.033, "toolCallAccuracy": 0.5, "templateMatch": true}]})),
+        );
+        let failed = run(
+            "team-b",
+            "diverged",
+            Some(json!({"passed": false, "failures": ["the run diverged"],
+                "base": {"loss": 3.4}, "adapter": {"loss": 17.1}})),
+        );
+        let training = run("team-b", "still-training", None);
+        m.observe_evaluations([&passed, &failed, &training]);
+        let text = scrape(&m);
+        for line in [
+            r#"fireweave_operator_evaluation_passed{namespace="team-a",trainingrun="fw"} 1"#,
+            r#"fireweave_operator_evaluation_passed{namespace="team-b",trainingrun="diverged"} 0"#,
+            r#"fireweave_operator_evaluation_loss{model="base",namespace="team-a",trainingrun="fw"} 3.4052"#,
+            r#"fireweave_operator_evaluation_loss{model="adapter",namespace="team-a",trainingrun="fw"} 3.0273"#,
+            r#"fireweave_operator_evaluation_loss{model="Q8_0",namespace="team-a",trainingrun="fw"} 3.033"#,
+            r#"fireweave_operator_evaluation_loss{model="adapter",namespace="team-b",trainingrun="diverged"} 17.1"#,
+            r#"fireweave_operator_evaluation_tool_call_accuracy{model="Q8_0",namespace="team-a",trainingrun="fw"} 0.5"#,
+            r#"fireweave_operator_evaluation_tool_call_accuracy{model="base",namespace="team-a",trainingrun="fw"} 0"#,
+            r#"fireweave_operator_evaluations{result="failed"} 1"#,
+            r#"fireweave_operator_evaluations{result="passed"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        assert!(
+            !text.contains("still-training"),
+            "a run without an evaluation has no series:\n{text}"
+        );
+        assert!(
+            !text.contains(r#"fireweave_operator_evaluation_tool_call_accuracy{model="adapter""#),
+            "the adapter has no tool-call figure:\n{text}"
+        );
+
+        // The next scrape after the passed run is deleted: its series are gone.
+        m.observe_evaluations([&failed]);
+        let text = scrape(&m);
+        assert!(!text.contains(r#"trainingrun="fw""#), "{text}");
+        assert!(
+            text.contains(r#"fireweave_operator_evaluations{result="failed"} 1"#),
+            "{text}"
+        );
+    }
 }

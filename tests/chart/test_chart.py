@@ -307,6 +307,9 @@ def test_monitoring_objects_select_what_the_operator_creates():
     assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     assert sm["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert [e["port"] for e in sm["spec"]["endpoints"]] == [p["name"] for p in service["spec"]["ports"]]
+    # The evaluation gauges name the TrainingRun's namespace; the scrape must keep it (not exported_namespace).
+    assert all(e["honorLabels"] is True for e in sm["spec"]["endpoints"])
+    assert '&["namespace", "trainingrun"]' in rust("src/controller/operator.rs")
 
     pm = one(objs, "PodMonitor")
     managed_by = rust_const("src/controller/workload.rs", "FIELD_MANAGER")

@@ -13,7 +13,7 @@ def exported() -> dict[str, str]:
     """Metric name -> type, read from the sources that register them."""
     names = {}
     op = rust("src/controller/operator.rs")
-    for ctor, name in re.findall(r'(IntCounterVec|HistogramVec|IntGaugeVec)::new\(\s*prometheus::(?:Histogram)?Opts::new\(\s*"(\w+)"', op):
+    for ctor, name in re.findall(r'(IntCounterVec|HistogramVec|IntGaugeVec|GaugeVec)::new\(\s*prometheus::(?:Histogram)?Opts::new\(\s*"(\w+)"', op):
         names[name] = "histogram" if ctor == "HistogramVec" else "counter" if name.endswith("_total") else "gauge"
     train = rust("src/train/metrics.rs")
     for name in re.findall(r'(?:int|float)\("(fireweave_train_\w+)"', train):
@@ -35,6 +35,7 @@ def test_sources_export_the_metrics_the_dashboard_is_built_on():
     assert {"fireweave_operator_reconciles_total", "fireweave_operator_objects", "fireweave_train_loss",
             "fireweave_train_eta_seconds", "fireweave_serve_requests_total", "fireweave_serve_queue_depth"} <= set(names)
     assert names["fireweave_serve_time_to_first_token_seconds"] == "histogram"
+    assert {"fireweave_operator_evaluation_loss", "fireweave_operator_evaluation_passed"} <= set(names)
 
 
 def test_every_queried_metric_exists():
@@ -60,9 +61,12 @@ def test_per_resource_labels_come_from_the_pod_monitor():
 
 
 def test_dashboard_covers_training_and_serving_asks():
-    """Loss, tokens/s and ETA per TrainingRun; requests, latency, tokens/s and queue depth for serving."""
+    """Loss, tokens/s and ETA per TrainingRun; its evaluation; requests, latency, tokens/s and queue depth for
+    serving."""
     joined = "\n".join(expressions())
     for metric in ["fireweave_train_loss", "fireweave_train_tokens_per_second", "fireweave_train_eta_seconds",
+                   "fireweave_operator_evaluation_loss", "fireweave_operator_evaluation_tool_call_accuracy",
+                   "fireweave_operator_evaluation_passed",
                    "fireweave_serve_requests_total", "fireweave_serve_time_to_first_token_seconds_bucket",
                    "fireweave_serve_eval_tokens_total", "fireweave_serve_queue_depth"]:
         assert metric in joined

@@ -415,5 +415,22 @@ async fn a_run_that_fails_its_gate_leaves_the_passed_model_serving() {
         digest,
         "the diverged model was not rolled out"
     );
+    // What an alert would read: the operator's gauges for this run.
+    let metrics = rel.metrics("fireweave-ai-0").await;
+    let series = |name: &str, extra: &str| format!("{name}{{{extra}namespace=\"{}\",trainingrun=\"{tr}\"}}", rel.ns);
+    assert!(
+        metrics.contains(&format!("{} 0\n", series("fireweave_operator_evaluation_passed", ""))),
+        "{metrics}"
+    );
+    // The diverged GGUF's own loss came out as no finite number (the gate lists it as "could not be measured"):
+    // status has none, and neither do the gauges; its tool-call figure is there.
+    for (name, model) in [
+        ("fireweave_operator_evaluation_loss", "base"),
+        ("fireweave_operator_evaluation_loss", "adapter"),
+        ("fireweave_operator_evaluation_tool_call_accuracy", "Q8_0"),
+    ] {
+        let s = series(name, &format!("model=\"{model}\","));
+        assert!(metrics.contains(&format!("{s} ")), "{s} in\n{metrics}");
+    }
     rel.assert_no_forbidden();
 }
