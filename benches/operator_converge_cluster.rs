@@ -282,10 +282,7 @@ async fn bench(cp: &'static ControlPlane, n: usize, floor: bool) -> Vec<Value> {
     // The phases as the API server holds them, from one watch per kind: polling with a list of all 2,000
     // objects every half second spent API server CPU on the bench itself, slowing what it measures.
     let watched = |kind: &'static str| {
-        let resource = kube::api::ApiResource::from_gvk_with_plural(
-            &kube::api::GroupVersionKind::gvk("ai.fireweave.io", "v1alpha1", kind),
-            &format!("{}s", kind.to_lowercase()),
-        );
+        let resource = cluster::release::resource_of(kind);
         let api = kube::Api::<kube::api::DynamicObject>::all_with(client.clone(), &resource);
         watch(api, resource, kube::runtime::watcher::Config::default())
     };
@@ -468,23 +465,10 @@ async fn control_plane_floor(cp: &'static ControlPlane, children: Vec<Value>) {
     let _ = prepare(cp);
     let client = cp.client().await;
     let api_of = |o: &Value| -> kube::Api<kube::api::DynamicObject> {
-        let (group, version) = match o["apiVersion"].as_str().unwrap_or("").split_once('/') {
-            Some((g, v)) => (g.to_string(), v.to_string()),
-            None => (String::new(), o["apiVersion"].as_str().unwrap_or("").to_string()),
-        };
-        let kind = o["kind"].as_str().unwrap_or("");
-        let plural = match kind {
-            "NetworkPolicy" => "networkpolicies".to_string(),
-            k => format!("{}s", k.to_lowercase()),
-        };
-        let resource = kube::api::ApiResource::from_gvk_with_plural(
-            &kube::api::GroupVersionKind::gvk(&group, &version, kind),
-            &plural,
-        );
         kube::Api::namespaced_with(
             client.clone(),
             o["metadata"]["namespace"].as_str().unwrap_or(""),
-            &resource,
+            &cluster::release::resource_of(o["kind"].as_str().unwrap_or("")),
         )
     };
     let children: Vec<Value> = children.into_iter().map(replayable).collect();

@@ -455,7 +455,8 @@ where
 }
 
 /// The kinds the tests read back, as (apiVersion, kind, plural).
-fn resource_of(kind: &str) -> kube::api::ApiResource {
+/// The API coordinates of a kind the tests and benches read or write.
+pub fn resource_of(kind: &str) -> kube::api::ApiResource {
     let (group, version, plural) = match kind {
         "Dataset" => ("ai.fireweave.io", "v1alpha1", "datasets"),
         "TrainingRun" => ("ai.fireweave.io", "v1alpha1", "trainingruns"),
